@@ -1,0 +1,32 @@
+# Two commands set everything up: `make demo` and `make test` (each creates .venv on first use).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# This exact torch/torchvision pair installs offline on the project's build machines; any recent pair works.
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+PROMPT ?= the digit seven moves up and to the left
+SEED ?= 0
+
+.PHONY: demo test lab lint clean
+
+$(VENV)/.installed: pyproject.toml requirements-nodeps.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet --no-deps -r requirements-nodeps.txt
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) -m minimagic generate --prompt "$(PROMPT)" --seed $(SEED) --out demo.gif
+
+test: $(VENV)/.installed
+	OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 $(PY) -m pytest --nbval-lax tests notebooks
+
+lab: $(VENV)/.installed
+	$(VENV)/bin/jupyter lab notebooks
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check minimagic tests bench scripts notebooks
+
+clean:
+	rm -rf $(VENV) runs demo.gif

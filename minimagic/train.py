@@ -1,0 +1,126 @@
+"""One training loop for every stage of minimagic (vae, t2i, t2v, videovae, ...).
+
+A stage (see `stages.py`) says what to train: its `model`, how to draw a `batch`, its `loss`, a
+`preview` picture and how to `save` the result. This file says how: AdamW with warm-up, gradient
+accumulation and clipping, an EMA copy of the weights, bf16 autocast on CUDA with a guard that skips
+non-finite steps, a tqdm bar, a CSV log and a loss-curve PNG in the run folder.
+"""
+
+import copy
+import csv
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 2000
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup: int = 100  # linear learning-rate warm-up steps
+    grad_accum: int = 1  # micro-batches per optimizer step
+    grad_clip: float = 1.0  # max global gradient norm (0 disables clipping)
+    ema_decay: float = 0.0  # 0 disables the EMA copy (diffusion stages use ~0.999)
+    log_every: int = 25
+    preview_every: int = 500
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"  # "fp32", "bf16" or "fp16"; auto = bf16 on CUDA, fp32 elsewhere
+
+    def __post_init__(self):
+        if self.steps < 1 or self.batch_size < 1 or self.grad_accum < 1 or self.lr <= 0:
+            raise ValueError(f"steps, batch_size, grad_accum must be >= 1 and lr > 0, got {self}")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """The one place that chooses the device: cuda, then mps, then cpu (or the name given)."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """theta_ema <- decay * theta_ema + (1 - decay) * theta."""
+    for e, p in zip(ema.parameters(), model.parameters(), strict=True):
+        e.lerp_(p.detach(), 1 - decay)
+
+
+def plot_losses(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows])
+    ax.set(xlabel="step", ylabel="loss", yscale="log", title=path.parent.name)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def train(stage, cfg: TrainConfig, run_dir: str | Path) -> torch.nn.Module:
+    """Train `stage.model` for `cfg.steps` steps; return the weights to ship (EMA if enabled)."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    device = pick_device(cfg.device)
+    precision = cfg.precision if cfg.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    torch.manual_seed(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    model = stage.model.to(device).train()
+    ema = copy.deepcopy(model).eval().requires_grad_(False) if cfg.ema_decay else None
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / max(cfg.warmup, 1)))
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    rows, start = [], time.time()
+    bar = tqdm(range(1, cfg.steps + 1), desc=f"train {stage.name}", dynamic_ncols=True)
+    for step in bar:
+        total = 0.0
+        for _ in range(cfg.grad_accum):
+            batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in stage.batch(cfg.batch_size, generator).items()}
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                loss = stage.loss(model, batch, generator) / cfg.grad_accum
+            scaler.scale(loss).backward()
+            total += loss.item()
+        scaler.unscale_(optimizer)
+        norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip else math.inf)
+        if not (math.isfinite(total) and torch.isfinite(norm)):
+            tqdm.write(f"step {step}: non-finite loss {total} or gradient norm {norm.item()}; step skipped")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.update()
+            continue
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        schedule.step()
+        if ema is not None:
+            ema_update(ema, model, cfg.ema_decay)
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            rows.append({"step": step, "loss": total, "lr": schedule.get_last_lr()[0], "seconds": time.time() - start})
+            bar.set_postfix(loss=f"{total:.4f}")
+        if step % cfg.preview_every == 0 or step == cfg.steps:
+            stage.preview((ema or model).eval(), run_dir / f"preview_{step:06d}.png", generator)
+            model.train()
+    with open(run_dir / "log.csv", "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=["step", "loss", "lr", "seconds"])
+        writer.writeheader()
+        writer.writerows(rows)
+    plot_losses(rows, run_dir / "loss.png")
+    return (ema or model).eval()
