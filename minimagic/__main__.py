@@ -25,6 +25,22 @@ def train_command(args: argparse.Namespace) -> None:
     print(f"saved {args.stage} checkpoint to {out}")
 
 
+def generate_command(args: argparse.Namespace) -> None:
+    import torch
+
+    from minimagic.pipeline import TextToVideoPipeline
+    from minimagic.train import pick_device
+    from minimagic.video import save_video
+
+    pipe = TextToVideoPipeline.from_pretrained(args.checkpoint, device=pick_device(args.device))
+    kind = "text-to-video" if pipe.is_video else "text-to-image (no text-to-video checkpoint yet: one frame)"
+    print(f"{kind} model from {args.checkpoint or 'the shipped checkpoint'}")
+    generator = torch.Generator().manual_seed(args.seed)
+    video = pipe([args.prompt], num_frames=args.num_frames, num_inference_steps=args.steps,
+                 guidance_scale=args.guidance, generator=generator, progress=True)[0]  # (F, C, H, W)
+    print(f"wrote {save_video(video, args.out, fps=args.fps)}: {tuple(video.shape)} for {args.prompt!r}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m minimagic", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -40,6 +56,17 @@ def main(argv: list[str] | None = None) -> None:
     tr.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
     tr.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
     tr.set_defaults(func=train_command)
+    gen = commands.add_parser("generate", help="generate a video from a text prompt")
+    gen.add_argument("--prompt", required=True, help='e.g. "the digit seven moves left"')
+    gen.add_argument("--out", default="video.gif", help="output .gif or .mp4")
+    gen.add_argument("--checkpoint", help="pipeline folder (default: the shipped toy checkpoint)")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--steps", type=int, default=25, help="DDIM steps")
+    gen.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance scale")
+    gen.add_argument("--num-frames", type=int, help="frames to generate (default: as trained)")
+    gen.add_argument("--fps", type=float, default=8.0, help="frame rate of the written file")
+    gen.add_argument("--device", default="auto")
+    gen.set_defaults(func=generate_command)
     args = parser.parse_args(argv)
     try:
         args.func(args)

@@ -12,8 +12,18 @@ import torch
 import torch.nn.functional as F
 from torchvision.utils import save_image
 
-from minimagic.data import MovingDigits
+from minimagic.data import DATA_DIR, MovingDigits, caption_for
+from minimagic.diffusion import DiffusionConfig, GaussianDiffusion
+from minimagic.guidance import drop_condition
+from minimagic.latents import captions, encode_clips
+from minimagic.pipeline import DEFAULT_FPS, TextToVideoPipeline
+from minimagic.text import TextEncoder
+from minimagic.unet import UNet2D, UNetConfig
 from minimagic.vae import VAE, VAEConfig
+from minimagic.video_unet import VideoUNet
+
+VAE_CHECKPOINT = DATA_DIR / "checkpoints" / "vae-moving-digits"
+T2I_CHECKPOINT = DATA_DIR / "checkpoints" / "t2i-moving-digits"
 
 
 class VAEStage:
@@ -53,4 +63,87 @@ class VAEStage:
         model.save_pretrained(directory, command=command)
 
 
-STAGES = {"vae": VAEStage}
+
+class LatentDiffusionStage:
+    """Shared by t2i and t2v: eps-prediction loss on pre-encoded latents, with caption dropout for CFG.
+
+    L = E ||eps - eps_theta(z_t, t, tau(y))||^2 (digest §6.1); tau(y) -> tau("") with p = cfg_dropout.
+    """
+
+    defaults = dict(steps=3000, batch_size=32, lr=5e-4, ema_decay=0.999, warmup=200, preview_every=500)
+
+    def __init__(self, vae: VAE | str | Path = VAE_CHECKPOINT, num_clips: int = 6000):
+        self.vae = vae if isinstance(vae, VAE) else VAE.from_pretrained(vae)
+        self.clips = encode_clips(self.vae, "train", num_clips)
+        self.text = TextEncoder()
+        self.diffusion = GaussianDiffusion(DiffusionConfig())
+
+    def contexts(self, prompts: list[str], generator: torch.Generator) -> torch.Tensor:
+        context, _ = self.text.encode(prompts)  # (B, L, D)
+        return drop_condition(context, self.text.uncond(1)[0], self.diffusion.config.cfg_dropout, generator)
+
+    def loss(self, model, batch: dict, generator: torch.Generator) -> torch.Tensor:
+        return self.diffusion.to(batch["x0"].device).loss(model, batch["x0"], context=batch["context"], **batch["cond"])
+
+    def save(self, model, directory: Path, command: str) -> None:
+        pipeline = TextToVideoPipeline(model, self.vae, self.text, self.diffusion)
+        pipeline.save_pretrained(directory, command=command, stage=self.name)
+
+
+class TextToImageStage(LatentDiffusionStage):
+    """Stage t2i: the image model eps_theta(z_t, t, tau(y)) on single latent frames, "the digit seven"."""
+
+    name = "t2i"
+
+    def __init__(self, preset: str = "toy", **options):
+        super().__init__(**options)
+        c = self.vae.config.latent_channels
+        self.model = UNet2D(UNetConfig.preset(preset, in_channels=c, out_channels=c, context_dim=self.text.dim))
+
+    def batch(self, batch_size: int, generator: torch.Generator) -> dict:
+        latents = self.clips["latents"]  # (N, F, c, h, w)
+        clip = torch.randint(latents.shape[0], (batch_size,), generator=generator)
+        frame = torch.randint(latents.shape[1], (batch_size,), generator=generator)
+        prompts = captions(self.clips["digits"][clip], None)
+        return {"x0": latents[clip, frame].float(), "context": self.contexts(prompts, generator), "cond": {}}
+
+    def preview(self, model, path: Path, generator: torch.Generator) -> None:
+        pipeline = TextToVideoPipeline(model, self.vae, self.text, self.diffusion)
+        prompts = [caption_for([d], None) for d in range(10)]
+        images = pipeline(prompts, generator=torch.Generator().manual_seed(0))[:, 0]  # (10, 1, H, W)
+        save_image(images * 0.5 + 0.5, path, nrow=10)
+
+
+class TextToVideoStage(LatentDiffusionStage):
+    """Stage t2v: the image U-Net inflated to video (adaptors + directed temporal attention), on clips."""
+
+    name = "t2v"
+    defaults = {**LatentDiffusionStage.defaults, "batch_size": 8, "lr": 2e-4}
+
+    def __init__(self, preset: str = "toy", init: str | Path | None = T2I_CHECKPOINT, num_clips: int = 6000,
+                 **video_options):
+        image = TextToVideoPipeline.from_pretrained(init) if init is not None else None
+        super().__init__(vae=image.vae if image else VAE_CHECKPOINT, num_clips=num_clips)
+        num_frames = self.clips["latents"].shape[1]
+        if image is None:  # the from-scratch ablation: no image-pretrained 2D weights
+            c = self.vae.config.latent_channels
+            unet = UNet2D(UNetConfig.preset(preset, in_channels=c, out_channels=c, context_dim=self.text.dim))
+        else:
+            unet = image.unet
+        self.model = VideoUNet.from_unet2d(unet, num_frames, **video_options)
+        self.fps = torch.full((1,), DEFAULT_FPS)
+
+    def batch(self, batch_size: int, generator: torch.Generator) -> dict:
+        clip = torch.randint(self.clips["latents"].shape[0], (batch_size,), generator=generator)
+        prompts = captions(self.clips["digits"][clip], self.clips["directions"][clip])
+        return {"x0": self.clips["latents"][clip].float(), "context": self.contexts(prompts, generator),
+                "cond": {"fps": self.fps.expand(batch_size)}}
+
+    def preview(self, model, path: Path, generator: torch.Generator) -> None:
+        pipeline = TextToVideoPipeline(model, self.vae, self.text, self.diffusion)
+        prompts = [caption_for([d], [d % 8]) for d in range(4)]
+        videos = pipeline(prompts, generator=torch.Generator().manual_seed(0))  # (4, F, 1, H, W)
+        save_image(videos.flatten(0, 1) * 0.5 + 0.5, path, nrow=videos.shape[1])
+
+
+STAGES = {"vae": VAEStage, "t2i": TextToImageStage, "t2v": TextToVideoStage}

@@ -1,0 +1,124 @@
+"""MagicVideo's keyframe generation (digest §1, stage 1): prompt y -> tau(y) -> DDIM over latents -> frames.
+
+    z_T ~ N(0, I) of shape (B, F, c, h, w)  ->  z_0 by DDIM with classifier-free guidance on
+    eps_theta(z_t, t, tau(y), v)  ->  x = D(z_0), decoded frame by frame by the VAE.
+
+A pipeline folder holds the denoiser (`model.safetensors` + `config.json`), its VAE (`vae/`) and the name
+of its text encoder, so `TextToVideoPipeline.from_pretrained(dir)` needs nothing else. A folder made by the
+t2i stage holds an image U-Net: the pipeline then makes one-frame "videos" (B, 1, C, H, W).
+"""
+
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from minimagic import checkpoint
+from minimagic.data import DATA_DIR
+from minimagic.diffusion import DiffusionConfig, GaussianDiffusion
+from minimagic.guidance import classifier_free_guidance
+from minimagic.text import TextEncoder, default_model_path
+from minimagic.unet import UNet2D, UNetConfig
+from minimagic.vae import VAE
+from minimagic.video_unet import VideoUNet
+
+CHECKPOINTS = DATA_DIR / "checkpoints"
+DEFAULT_FPS = 8.0  # frame rate v of the Moving-MNIST clips (one sampled frame per generated frame)
+
+
+def default_checkpoint() -> Path:
+    """The furthest shipped stage: the text-to-video model, else the text-to-image model."""
+    for name in ("t2v-moving-digits", "t2i-moving-digits"):
+        if (CHECKPOINTS / name / checkpoint.CONFIG).is_file():
+            return CHECKPOINTS / name
+    raise FileNotFoundError(f"no shipped t2v or t2i checkpoint under {CHECKPOINTS}")
+
+
+class TextToVideoPipeline:
+    """Text encoder + (video) U-Net + sampler + VAE decoder, callable on a list of prompts."""
+
+    def __init__(self, unet: UNet2D | VideoUNet, vae: VAE, text_encoder: TextEncoder,
+                 diffusion: GaussianDiffusion | None = None, image_size: int = 64):
+        self.unet, self.vae, self.text_encoder = unet, vae, text_encoder
+        self.diffusion = diffusion or GaussianDiffusion(DiffusionConfig())
+        self.is_video = isinstance(unet, VideoUNet)
+        self.image_size = image_size  # frames are image_size x image_size pixels
+        self.latent_size = (vae.config.latent_channels, image_size // vae.config.factor, image_size // vae.config.factor)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    def to(self, device: torch.device | str) -> "TextToVideoPipeline":
+        for part in (self.unet, self.vae, self.text_encoder, self.diffusion):
+            part.to(device)
+        return self
+
+    @torch.no_grad()
+    def __call__(self, prompts: list[str] | str, num_frames: int | None = None, num_inference_steps: int = 25,
+                 guidance_scale: float = 4.0, eta: float = 0.0, fps: float = DEFAULT_FPS,
+                 generator: torch.Generator | None = None, progress: bool = False,
+                 return_latents: bool = False) -> torch.Tensor:
+        """Videos (B, F, C, H, W) in [-1, 1] (or their latents (B, F, c, h, w)) for B prompts; F defaults
+        to the frames the model was trained on."""
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        max_frames = self.unet.num_frames if self.is_video else 1
+        num_frames = max_frames if num_frames is None else num_frames
+        if not 1 <= num_frames <= max_frames:
+            raise ValueError(f"num_frames must be in [1, {max_frames}] for this model, got {num_frames}")
+        if not 0 <= guidance_scale <= 50:
+            raise ValueError(f"guidance_scale must be in [0, 50], got {guidance_scale}")
+        if not prompts:
+            raise ValueError("give at least one prompt")
+        self.unet.eval()
+        device, B = self.device, len(prompts)
+        context, _ = self.text_encoder.encode(prompts)  # (B, L, D)
+        uncond, _ = self.text_encoder.uncond(1)  # (1, L, D) = tau("")
+        extra = {"fps": torch.full((B,), float(fps), device=device)} if self.is_video else {}
+
+        def denoise(z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return classifier_free_guidance(self.unet, z_t, t, context.to(device), uncond.to(device),
+                                            guidance_scale, **extra)
+
+        shape = (B, num_frames, *self.latent_size) if self.is_video else (B, *self.latent_size)
+        latents = self.diffusion.to(device).sample(denoise, shape, num_inference_steps, eta=eta,
+                                                   generator=generator, device=device, progress=progress)
+        latents = latents if self.is_video else latents.unsqueeze(1)  # (B, F, c, h, w)
+        if return_latents:
+            return latents
+        return self.vae.decode_video(latents).clamp(-1, 1)  # (B, F, C, H, W)
+
+    def save_pretrained(self, directory: str | Path, stage: str | None = None, **info) -> Path:
+        """Weights in float16 (a few MB), the configs to rebuild everything, the VAE in `vae/`."""
+        directory = Path(directory)
+        name = self.text_encoder.name_or_path
+        config = {
+            "video_unet" if self.is_video else "unet": self.unet.config_dict() if self.is_video
+            else asdict(self.unet.config),
+            "diffusion": asdict(self.diffusion.config),
+            "text_encoder": None if name == default_model_path() else name,
+            "max_length": self.text_encoder.max_length,
+            "image_size": self.image_size,
+        }
+        half = {k: v.half() if v.is_floating_point() else v for k, v in self.unet.state_dict().items()}
+        checkpoint.save_checkpoint(directory, half, stage or ("t2v" if self.is_video else "t2i"), config, **info)
+        self.vae.save_pretrained(directory / "vae")
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path | None = None,
+                        device: torch.device | str | None = None) -> "TextToVideoPipeline":
+        directory = Path(directory) if directory is not None else default_checkpoint()
+        meta = checkpoint.load_meta(directory)
+        if meta.get("stage") not in ("t2i", "t2v"):
+            raise ValueError(f"{directory} holds a '{meta.get('stage')}' checkpoint, expected 't2i' or 't2v'")
+        config = meta["config"]
+        if "video_unet" in config:
+            unet = VideoUNet.from_config_dict(config["video_unet"])
+        else:
+            unet = UNet2D(UNetConfig(**config["unet"]))
+        checkpoint.load_weights(unet, directory).eval()
+        text = TextEncoder(config["text_encoder"], max_length=config["max_length"])
+        pipe = cls(unet, VAE.from_pretrained(directory / "vae"), text,
+                   GaussianDiffusion(DiffusionConfig(**config["diffusion"])), config["image_size"])
+        return pipe.to(device) if device is not None else pipe
