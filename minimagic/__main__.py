@@ -41,6 +41,16 @@ def generate_command(args: argparse.Namespace) -> None:
     print(f"wrote {save_video(video, args.out, fps=args.fps)}: {tuple(video.shape)} for {args.prompt!r}")
 
 
+def evaluate_command(args: argparse.Namespace) -> None:
+    import json
+
+    from minimagic.evaluate import evaluate
+
+    options = {k: v for k, v in (("num_videos", args.num_videos), ("per_digit", args.per_digit)) if v is not None}
+    results = evaluate(args.checkpoint, out=args.out, seed=args.seed, **options)
+    print(json.dumps(results, indent=2))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m minimagic", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -67,6 +77,13 @@ def main(argv: list[str] | None = None) -> None:
     gen.add_argument("--fps", type=float, default=8.0, help="frame rate of the written file")
     gen.add_argument("--device", default="auto")
     gen.set_defaults(func=generate_command)
+    ev = commands.add_parser("evaluate", help="measure a checkpoint (vae, t2i or t2v)")
+    ev.add_argument("--checkpoint", required=True)
+    ev.add_argument("--num-videos", type=int, help="t2v: clips to generate (default 100)")
+    ev.add_argument("--per-digit", type=int, help="t2i: images per digit and guidance scale (default 50)")
+    ev.add_argument("--seed", type=int, default=1, help="seed of prompts and noise (training never uses 1)")
+    ev.add_argument("--out", help="write OUT.json and OUT.md")
+    ev.set_defaults(func=evaluate_command)
     args = parser.parse_args(argv)
     try:
         args.func(args)

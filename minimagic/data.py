@@ -120,7 +120,9 @@ class MovingDigits(Dataset):
         velocity = cfg.speed * step / step.norm()
         travel = (velocity.abs() * (cfg.num_frames - 1)).clamp(max=room)
         low = torch.where(velocity < 0, travel, torch.zeros(2, dtype=torch.float64))
-        start = low + torch.rand(2, generator=generator, dtype=torch.float64) * (room - travel)
+        uniform = torch.rand(2, generator=generator, dtype=torch.float64)
+        # short clips: start where the whole path fits; clips that must bounce: start anywhere
+        start = torch.where(travel < room, low + uniform * (room - travel), uniform * room)
         unfolded = start + velocity * torch.arange(cfg.num_frames, dtype=torch.float64)[:, None]  # (F, 2)
         folded = unfolded.remainder(2 * room) if room > 0 else unfolded * 0  # reflect at the walls
         return torch.where(folded > room, 2 * room - folded, folded).round().long()

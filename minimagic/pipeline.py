@@ -43,7 +43,8 @@ class TextToVideoPipeline:
         self.diffusion = diffusion or GaussianDiffusion(DiffusionConfig())
         self.is_video = isinstance(unet, VideoUNet)
         self.image_size = image_size  # frames are image_size x image_size pixels
-        self.latent_size = (vae.config.latent_channels, image_size // vae.config.factor, image_size // vae.config.factor)
+        h = image_size // vae.config.factor
+        self.latent_size = (vae.config.latent_channels, h, h)  # (c, h, w)
 
     @property
     def device(self) -> torch.device:

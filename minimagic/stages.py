@@ -27,7 +27,7 @@ T2I_CHECKPOINT = DATA_DIR / "checkpoints" / "t2i-moving-digits"
 
 
 class VAEStage:
-    """Frames x -> q(z|x) -> x_hat; loss = |x - x_hat|_1 + kl_weight * KL(q || N(0, I))."""
+    """Frames x -> q(z|x) -> x_hat; loss = |x - x_hat|^2 + kl_weight * KL(q || N(0, I))."""
 
     name = "vae"
 
@@ -44,7 +44,8 @@ class VAEStage:
     def loss(self, model: VAE, batch: dict, generator: torch.Generator) -> torch.Tensor:
         posterior = model.encode(batch["x"])
         recon = model.decode(posterior.sample())
-        return F.l1_loss(recon, batch["x"]) + self.kl_weight * posterior.kl().mean()
+        kl_per_pixel = posterior.kl().mean() / batch["x"][0].numel()  # LDM's weighting: both summed per image
+        return F.mse_loss(recon, batch["x"]) + self.kl_weight * kl_per_pixel
 
     @torch.no_grad()
     def preview(self, model: VAE, path: Path, generator: torch.Generator) -> None:
@@ -83,7 +84,8 @@ class LatentDiffusionStage:
         return drop_condition(context, self.text.uncond(1)[0], self.diffusion.config.cfg_dropout, generator)
 
     def loss(self, model, batch: dict, generator: torch.Generator) -> torch.Tensor:
-        return self.diffusion.to(batch["x0"].device).loss(model, batch["x0"], context=batch["context"], **batch["cond"])
+        conditions = {name: value for name, value in batch.items() if name != "x0"}  # context (and fps)
+        return self.diffusion.to(batch["x0"].device).loss(model, batch["x0"], **conditions)
 
     def save(self, model, directory: Path, command: str) -> None:
         pipeline = TextToVideoPipeline(model, self.vae, self.text, self.diffusion)
@@ -105,7 +107,7 @@ class TextToImageStage(LatentDiffusionStage):
         clip = torch.randint(latents.shape[0], (batch_size,), generator=generator)
         frame = torch.randint(latents.shape[1], (batch_size,), generator=generator)
         prompts = captions(self.clips["digits"][clip], None)
-        return {"x0": latents[clip, frame].float(), "context": self.contexts(prompts, generator), "cond": {}}
+        return {"x0": latents[clip, frame].float(), "context": self.contexts(prompts, generator)}
 
     def preview(self, model, path: Path, generator: torch.Generator) -> None:
         pipeline = TextToVideoPipeline(model, self.vae, self.text, self.diffusion)
@@ -137,7 +139,7 @@ class TextToVideoStage(LatentDiffusionStage):
         clip = torch.randint(self.clips["latents"].shape[0], (batch_size,), generator=generator)
         prompts = captions(self.clips["digits"][clip], self.clips["directions"][clip])
         return {"x0": self.clips["latents"][clip].float(), "context": self.contexts(prompts, generator),
-                "cond": {"fps": self.fps.expand(batch_size)}}
+                "fps": self.fps.expand(batch_size)}
 
     def preview(self, model, path: Path, generator: torch.Generator) -> None:
         pipeline = TextToVideoPipeline(model, self.vae, self.text, self.diffusion)

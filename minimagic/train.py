@@ -94,7 +94,8 @@ def train(stage, cfg: TrainConfig, run_dir: str | Path) -> torch.nn.Module:
     for step in bar:
         total = 0.0
         for _ in range(cfg.grad_accum):
-            batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in stage.batch(cfg.batch_size, generator).items()}
+            batch = stage.batch(cfg.batch_size, generator)
+            batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 loss = stage.loss(model, batch, generator) / cfg.grad_accum
             scaler.scale(loss).backward()

@@ -14,14 +14,7 @@ from minimagic.data import (
     load_digits,
     parse_caption,
 )
-
-
-def centroids(video: torch.Tensor) -> torch.Tensor:
-    """(F, 1, H, W) in [-1, 1] -> (F, 2) intensity-weighted (x, y)."""
-    mass = (video[:, 0] + 1) / 2  # (F, H, W)
-    ys, xs = torch.meshgrid(torch.arange(mass.shape[1]), torch.arange(mass.shape[2]), indexing="ij")
-    total = mass.sum((1, 2))
-    return torch.stack([(mass * xs).sum((1, 2)) / total, (mass * ys).sum((1, 2)) / total], -1)
+from minimagic.metrics import centroid_path as centroids
 
 
 def test_same_seed_and_index_give_the_same_clip_and_other_seeds_differ():
@@ -79,7 +72,8 @@ def test_train_and_test_digits_are_disjoint():
 def test_two_digits_and_caption_round_trip():
     item = MovingDigits(num_digits=2)[0]
     assert item["caption"].count("the digit") == 2
-    assert parse_caption(item["caption"]) == list(zip(item["digits"].tolist(), item["directions"].tolist()))
+    expected = list(zip(item["digits"].tolist(), item["directions"].tolist(), strict=True))
+    assert parse_caption(item["caption"]) == expected
     assert parse_caption(caption_for([7], [4])) == [(7, 4)]
 
 

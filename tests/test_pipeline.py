@@ -1,0 +1,110 @@
+"""The text-to-video pipeline and the training stages, end to end on tiny models."""
+
+import json
+
+import pytest
+import torch
+
+from minimagic.__main__ import main
+from minimagic.pipeline import TextToVideoPipeline
+from minimagic.stages import TextToImageStage, TextToVideoStage, VAEStage
+from minimagic.text import TextEncoder
+from minimagic.train import TrainConfig, train
+from minimagic.unet import UNet2D, UNetConfig
+from minimagic.vae import VAE, VAEConfig
+from minimagic.video import read_video
+from minimagic.video_unet import VideoUNet
+
+PROMPTS = ["the digit one moves left", "the digit two moves up"]
+
+
+@pytest.fixture(scope="module")
+def text():
+    return TextEncoder()
+
+
+@pytest.fixture(scope="module")
+def tiny_pipeline(text):
+    torch.manual_seed(0)
+    unet = UNet2D(UNetConfig.preset("tiny", context_dim=text.dim))
+    video_unet = VideoUNet.from_unet2d(unet, num_frames=4)
+    for p in video_unet.parameters():  # non-zero everywhere, so that every part changes the output
+        p.data.add_(0.05 * torch.randn_like(p))
+    return TextToVideoPipeline(video_unet, VAE(VAEConfig.preset("tiny")), text, image_size=16)
+
+
+def test_pipeline_shapes_range_and_seeded_determinism(tiny_pipeline):
+    a = tiny_pipeline(PROMPTS, num_frames=3, num_inference_steps=2, generator=torch.Generator().manual_seed(0))
+    b = tiny_pipeline(PROMPTS, num_frames=3, num_inference_steps=2, generator=torch.Generator().manual_seed(0))
+    c = tiny_pipeline(PROMPTS, num_frames=3, num_inference_steps=2, generator=torch.Generator().manual_seed(1))
+    assert a.shape == (2, 3, 1, 16, 16) and a.min() >= -1 and a.max() <= 1
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    latents = tiny_pipeline(PROMPTS[:1], num_inference_steps=2, return_latents=True)
+    assert latents.shape == (1, 4, 4, 8, 8)
+
+
+def test_pipeline_save_load_round_trip(tiny_pipeline, tmp_path):
+    tiny_pipeline.save_pretrained(tmp_path / "pipe", command="test")
+    loaded = TextToVideoPipeline.from_pretrained(tmp_path / "pipe")
+    assert loaded.is_video and loaded.unet.num_frames == 4
+    for (name, a), b in zip(tiny_pipeline.unet.state_dict().items(), loaded.unet.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, atol=1e-3 * a.abs().max() + 1e-6), name  # saved in float16
+    options = dict(num_inference_steps=2, guidance_scale=2.0)
+    a = tiny_pipeline(PROMPTS, generator=torch.Generator().manual_seed(3), **options)
+    b = loaded(PROMPTS, generator=torch.Generator().manual_seed(3), **options)
+    assert (a - b).abs().max() < 0.05
+
+
+def test_pipeline_rejects_bad_requests(tiny_pipeline, tmp_path):
+    with pytest.raises(ValueError, match=r"num_frames must be in \[1, 4\]"):
+        tiny_pipeline(PROMPTS, num_frames=5)
+    with pytest.raises(ValueError, match="guidance_scale"):
+        tiny_pipeline(PROMPTS, guidance_scale=-1)
+    with pytest.raises(ValueError, match="num_steps"):
+        tiny_pipeline(PROMPTS, num_inference_steps=0)
+    with pytest.raises(ValueError, match="at least one prompt"):
+        tiny_pipeline([])
+    with pytest.raises(FileNotFoundError, match="not found"):
+        TextToVideoPipeline.from_pretrained(tmp_path / "nothing")
+    VAE(VAEConfig.preset("tiny")).save_pretrained(tmp_path / "vae")
+    with pytest.raises(ValueError, match="holds a 'vae' checkpoint"):
+        TextToVideoPipeline.from_pretrained(tmp_path / "vae")
+
+
+def test_stages_train_save_and_chain(tmp_path):
+    """vae -> t2i -> t2v on tiny models: every stage trains a few steps and its checkpoint feeds the next."""
+    options = dict(steps=2, batch_size=2, preview_every=2, log_every=1, warmup=1)
+    vae_stage = VAEStage("tiny")
+    before = [p.detach().clone() for p in vae_stage.model.parameters()]
+    vae = train(vae_stage, TrainConfig(**options), tmp_path / "runs" / "vae")
+    assert any(not torch.equal(a, b) for a, b in zip(before, vae.parameters(), strict=True))
+    vae_stage.save(vae, tmp_path / "vae", command="test", num_frames=16)
+    assert (tmp_path / "runs" / "vae" / "log.csv").is_file() and (tmp_path / "runs" / "vae" / "loss.png").is_file()
+    assert VAE.from_pretrained(tmp_path / "vae").config.scale_factor != 1.0
+
+    t2i = TextToImageStage("tiny", vae=tmp_path / "vae", num_clips=8)
+    t2i.save(train(t2i, TrainConfig(**options, ema_decay=0.9), tmp_path / "runs" / "t2i"), tmp_path / "t2i", "test")
+    image_pipe = TextToVideoPipeline.from_pretrained(tmp_path / "t2i")
+    assert not image_pipe.is_video
+    assert image_pipe(["the digit one"], num_inference_steps=2).shape == (1, 1, 1, 64, 64)
+
+    t2v = TextToVideoStage("tiny", init=tmp_path / "t2i", num_clips=8)
+    assert isinstance(t2v.model, VideoUNet)
+    t2v.save(train(t2v, TrainConfig(**options), tmp_path / "runs" / "t2v"), tmp_path / "t2v", "test")
+    assert json.loads((tmp_path / "t2v" / "config.json").read_text())["stage"] == "t2v"
+
+    out = tmp_path / "seven.gif"
+    main(["generate", "--prompt", "the digit seven moves left", "--checkpoint", str(tmp_path / "t2v"),
+          "--steps", "2", "--out", str(out)])
+    frames, _ = read_video(out)
+    assert frames.shape == (8, 3, 64, 64)
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["generate", "--prompt", "x", "--checkpoint", str(tmp_path / "missing"), "--out", "x.gif"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().startswith("error: checkpoint folder not found")
+    with pytest.raises(SystemExit):
+        main(["train", "vae", "--preset", "huge", "--steps", "1"])
+    assert "unknown VAE preset 'huge'" in capsys.readouterr().err
