@@ -15,13 +15,16 @@ def train_command(args: argparse.Namespace) -> None:
     stage_options = {"preset": args.preset, **({"init": args.init} if args.init else {})}
     stage = STAGES[args.stage](**stage_options)
     overrides = {key: getattr(args, key) for key in ("steps", "batch_size", "lr", "ema_decay", "seed", "device",
-                                                      "precision", "preview_every") if getattr(args, key) is not None}
+                                                      "precision", "preview_every", "checkpoint_every") if getattr(args, key) is not None}
     cfg = TrainConfig(**{**getattr(stage, "defaults", {}), **overrides})
     run_dir = Path(args.run_dir or f"runs/{args.stage}")
-    model = train(stage, cfg, run_dir)
     command = "python -m minimagic " + shlex.join(sys.argv[1:])
     out = Path(args.out or run_dir / "checkpoint")
-    stage.save(model, out, command=command)
+
+    def save(model, step: int | None = None) -> None:
+        stage.save(model, out, command=command, **({"step": step} if step else {"step": cfg.steps}))
+
+    save(train(stage, cfg, run_dir, save))
     print(f"saved {args.stage} checkpoint to {out}")
 
 
@@ -61,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     tr.add_argument("--out", help="where to save the final checkpoint (default RUN_DIR/checkpoint)")
     tr.add_argument("--run-dir", help="folder for logs and previews (default runs/STAGE)")
     for name, kind in (("steps", int), ("batch-size", int), ("lr", float), ("ema-decay", float), ("seed", int),
-                       ("preview-every", int)):
+                       ("preview-every", int), ("checkpoint-every", int)):
         tr.add_argument(f"--{name}", type=kind)
     tr.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
     tr.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])

@@ -55,13 +55,13 @@ class VAEStage:
         save_image(torch.cat([x, recon]) * 0.5 + 0.5, path, nrow=16)
 
     @torch.no_grad()
-    def save(self, model: VAE, directory: Path, command: str, num_frames: int = 2048) -> None:
+    def save(self, model: VAE, directory: Path, command: str, num_frames: int = 2048, **info) -> None:
         """Set the latent scale factor to 1/std of training latents (SD's 0.18215), then save."""
         device = next(model.parameters()).device
         x = torch.stack([self.frames[i]["image"] for i in range(num_frames)])  # (N, 1, H, W)
         z = torch.cat([model.encode(chunk.to(device)).sample() for chunk in x.split(256)])
         model.config.scale_factor = float(1.0 / z.float().std())
-        model.save_pretrained(directory, command=command)
+        model.save_pretrained(directory, command=command, **info)
 
 
 
@@ -87,9 +87,9 @@ class LatentDiffusionStage:
         conditions = {name: value for name, value in batch.items() if name != "x0"}  # context (and fps)
         return self.diffusion.to(batch["x0"].device).loss(model, batch["x0"], **conditions)
 
-    def save(self, model, directory: Path, command: str) -> None:
+    def save(self, model, directory: Path, command: str, **info) -> None:
         pipeline = TextToVideoPipeline(model, self.vae, self.text, self.diffusion)
-        pipeline.save_pretrained(directory, command=command, stage=self.name)
+        pipeline.save_pretrained(directory, command=command, stage=self.name, **info)
 
 
 class TextToImageStage(LatentDiffusionStage):

@@ -29,6 +29,7 @@ class TrainConfig:
     ema_decay: float = 0.0  # 0 disables the EMA copy (diffusion stages use ~0.999)
     log_every: int = 25
     preview_every: int = 500
+    checkpoint_every: int = 0  # also save the weights every N steps (0: only at the end)
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"  # "fp32", "bf16" or "fp16"; auto = bf16 on CUDA, fp32 elsewhere
@@ -74,8 +75,10 @@ def plot_losses(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def train(stage, cfg: TrainConfig, run_dir: str | Path) -> torch.nn.Module:
-    """Train `stage.model` for `cfg.steps` steps; return the weights to ship (EMA if enabled)."""
+def train(stage, cfg: TrainConfig, run_dir: str | Path, save=None) -> torch.nn.Module:
+    """Train `stage.model` for `cfg.steps` steps; return the weights to ship (EMA if enabled).
+
+    `save(model, step)`, if given, is called every `cfg.checkpoint_every` steps with those weights."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     device = pick_device(cfg.device)
@@ -118,6 +121,9 @@ def train(stage, cfg: TrainConfig, run_dir: str | Path) -> torch.nn.Module:
             bar.set_postfix(loss=f"{total:.4f}")
         if step % cfg.preview_every == 0 or step == cfg.steps:
             stage.preview((ema or model).eval(), run_dir / f"preview_{step:06d}.png", generator)
+            model.train()
+        if save is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+            save((ema or model).eval(), step)
             model.train()
     with open(run_dir / "log.csv", "w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=["step", "loss", "lr", "seconds"])
