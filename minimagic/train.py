@@ -62,17 +62,14 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 
 
 def plot_losses(rows: list[dict], path: Path) -> None:
-    import matplotlib
+    """The loss curve as a PNG, drawn without pyplot so a notebook's plotting backend is left alone."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3))
+    fig = Figure(figsize=(5, 3), tight_layout=True)
+    ax = fig.add_subplot()
     ax.plot([r["step"] for r in rows], [r["loss"] for r in rows])
     ax.set(xlabel="step", ylabel="loss", yscale="log", title=path.parent.name)
-    fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
 
 
 def train(stage, cfg: TrainConfig, run_dir: str | Path, save=None) -> torch.nn.Module:

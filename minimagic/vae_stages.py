@@ -1,0 +1,98 @@
+"""The autoencoder stages: the frame VAE (digest §1) and the VideoVAE decoder (digest §5)."""
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torchvision.utils import save_image
+
+from minimagic.data import DATA_DIR, MovingDigits
+from minimagic.latents import encode_clips
+from minimagic.vae import VAE, VAEConfig
+from minimagic.videovae import VideoVAE
+
+VAE_CHECKPOINT = DATA_DIR / "checkpoints" / "vae-moving-digits"
+
+
+class VAEStage:
+    """Frames x -> q(z|x) -> x_hat; loss = |x - x_hat|^2 + kl_weight * KL(q || N(0, I))."""
+
+    name = "vae"
+
+    def __init__(self, preset: str = "toy", kl_weight: float = 1e-6, mnist_root: str | None = None):
+        self.model = VAE(VAEConfig.preset(preset))
+        self.kl_weight = kl_weight
+        self.frames = MovingDigits("train", image_mode=True, length=1_000_000, mnist_root=mnist_root)
+        self.held_out = MovingDigits("test", image_mode=True, length=16, mnist_root=mnist_root)
+
+    def batch(self, batch_size: int, generator: torch.Generator) -> dict:
+        index = torch.randint(len(self.frames), (batch_size,), generator=generator)
+        return {"x": torch.stack([self.frames[i]["image"] for i in index.tolist()])}  # (B, 1, H, W)
+
+    def loss(self, model: VAE, batch: dict, generator: torch.Generator) -> torch.Tensor:
+        posterior = model.encode(batch["x"])
+        recon = model.decode(posterior.sample())
+        kl_per_pixel = posterior.kl().mean() / batch["x"][0].numel()  # LDM's weighting: both summed per image
+        return F.mse_loss(recon, batch["x"]) + self.kl_weight * kl_per_pixel
+
+    @torch.no_grad()
+    def preview(self, model: VAE, path: Path, generator: torch.Generator) -> None:
+        device = next(model.parameters()).device
+        x = torch.stack([item["image"] for item in self.held_out]).to(device)  # (16, 1, H, W)
+        recon = model.decode(model.encode(x).mode()).clamp(-1, 1)
+        save_image(torch.cat([x, recon]) * 0.5 + 0.5, path, nrow=16)
+
+    @torch.no_grad()
+    def save(self, model: VAE, directory: Path, command: str, num_frames: int = 2048, **info) -> None:
+        """Set the latent scale factor to 1/std of training latents (SD's 0.18215), then save."""
+        device = next(model.parameters()).device
+        x = torch.stack([self.frames[i]["image"] for i in range(num_frames)])  # (N, 1, H, W)
+        z = torch.cat([model.encode(chunk.to(device)).sample() for chunk in x.split(256)])
+        model.config.scale_factor = float(1.0 / z.float().std())
+        model.save_pretrained(directory, command=command, **info)
+
+
+def frame_differences(video: torch.Tensor) -> torch.Tensor:
+    """x_{i+1} - x_i along the frame axis: (B, F, C, H, W) -> (B, F-1, C, H, W)."""
+    return video[:, 1:] - video[:, :-1]
+
+
+class VideoVAEStage:
+    """Fine-tune the VideoVAE decoder on clips (encoder frozen): loss = |x_hat - x|^2 + w |dx_hat - dx|^2,
+    where d is the difference between consecutive frames: the temporal term penalises flicker."""
+
+    name = "videovae"
+    defaults = dict(steps=600, batch_size=4, lr=2e-4, warmup=50, preview_every=200)
+
+    def __init__(self, init: str | Path = VAE_CHECKPOINT, temporal_weight: float = 1.0, num_clips: int = 6000,
+                 **options):
+        vae = VAE.from_pretrained(init)
+        self.model = VideoVAE.from_vae(vae, **options)
+        self.temporal_weight = temporal_weight
+        self.latents = encode_clips(vae, "train", num_clips)["latents"]  # (N, F, c, h, w), the frozen encoder's
+        self.videos = MovingDigits("train", length=num_clips, num_frames=self.latents.shape[1])
+        self.held_out = MovingDigits("test", length=2, num_frames=self.latents.shape[1])
+
+    def batch(self, batch_size: int, generator: torch.Generator) -> dict:
+        index = torch.randint(len(self.videos), (batch_size,), generator=generator)
+        video = torch.stack([self.videos[i]["video"] for i in index.tolist()])  # (B, F, 1, H, W)
+        return {"latents": self.latents[index].float(), "video": video}
+
+    def loss(self, model: VideoVAE, batch: dict, generator: torch.Generator) -> torch.Tensor:
+        recon, video = model.decode_video(batch["latents"]), batch["video"]
+        temporal = F.mse_loss(frame_differences(recon), frame_differences(video))
+        return F.mse_loss(recon, video) + self.temporal_weight * temporal
+
+    @torch.no_grad()
+    def preview(self, model: VideoVAE, path: Path, generator: torch.Generator) -> None:
+        """Rows: a held-out clip, its VideoVAE decoding, and |consecutive-frame differences| of that decoding."""
+        device = next(model.parameters()).device
+        video = torch.stack([item["video"] for item in self.held_out]).to(device)  # (2, F, 1, H, W)
+        recon = model.decode_video(model.encode_video(video)).clamp(-1, 1)
+        diffs = frame_differences(recon).abs() * 2 - 1  # (2, F-1, 1, H, W), shown in [-1, 1]
+        diffs = torch.cat([diffs, torch.full_like(diffs[:, :1], -1)], 1)  # pad to F frames
+        rows = torch.stack([video, recon, diffs], 1).flatten(0, 2)  # (2*3*F, 1, H, W)
+        save_image(rows * 0.5 + 0.5, path, nrow=video.shape[1])
+
+    def save(self, model: VideoVAE, directory: Path, command: str, **info) -> None:
+        model.save_pretrained(directory, command=command, **info)

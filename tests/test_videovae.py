@@ -1,0 +1,90 @@
+"""VideoVAE: identity at init, causal temporal layers, frozen encoder, round trip, errors."""
+
+import pytest
+import torch
+
+from minimagic.train import TrainConfig, train
+from minimagic.vae import VAE, VAEConfig
+from minimagic.vae_stages import VAEStage, VideoVAEStage
+from minimagic.videovae import VideoVAE
+
+
+@pytest.fixture
+def vae():
+    torch.manual_seed(0)
+    return VAE(VAEConfig.preset("tiny", scale_factor=0.8)).eval()
+
+
+def randomise(module: torch.nn.Module) -> None:
+    for p in module.parameters():
+        p.data.add_(0.3 * torch.randn_like(p))
+
+
+def test_identity_at_init(vae):
+    video_vae = VideoVAE.from_vae(vae, num_frames=4)
+    latents = torch.randn(2, 4, 4, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(video_vae.decode_video(latents), vae.decode_video(latents), atol=1e-6)
+        video = torch.rand(1, 3, 1, 16, 16) * 2 - 1
+        assert torch.equal(video_vae.encode_video(video), vae.encode_video(video))
+
+
+def test_decoder_is_causal_and_its_temporal_layers_matter(vae):
+    video_vae = VideoVAE.from_vae(vae, num_frames=6)
+    randomise(video_vae.temporal)
+    latents = torch.randn(1, 6, 4, 8, 8)
+    changed = latents.clone()
+    changed[:, 3:] += torch.randn_like(changed[:, 3:])
+    with torch.no_grad():
+        a, b = video_vae.decode_video(latents), video_vae.decode_video(changed)
+        assert torch.allclose(a[:, :3], b[:, :3], atol=1e-6)  # frames 0..2 never see frames 3..5
+        assert not torch.allclose(a[:, 3:], b[:, 3:])
+        assert not torch.allclose(a, vae.decode_video(latents), atol=1e-3)  # the temporal branch is live
+        bidirectional = VideoVAE.from_vae(vae, num_frames=6, directed=False)
+        bidirectional.load_state_dict(video_vae.state_dict())
+        a, b = bidirectional.decode_video(latents), bidirectional.decode_video(changed)
+        assert not torch.allclose(a[:, :3], b[:, :3], atol=1e-6)
+
+
+@pytest.mark.parametrize("frames", [1, 3, 6])
+def test_shapes(vae, frames):
+    video_vae = VideoVAE.from_vae(vae, num_frames=6)
+    with torch.no_grad():
+        assert video_vae.decode_video(torch.randn(2, frames, 4, 8, 8)).shape == (2, frames, 1, 16, 16)
+
+
+def test_bad_shapes_are_refused(vae):
+    video_vae = VideoVAE.from_vae(vae, num_frames=4)
+    with pytest.raises(ValueError, match="at most 4 frames"):
+        video_vae.decode_video(torch.randn(1, 5, 4, 8, 8))
+    with pytest.raises(ValueError, match=r"\(B, F, 4, h, w\)"):
+        video_vae.decode_video(torch.randn(1, 4, 3, 8, 8))
+    with pytest.raises(ValueError, match=r"\(B, F, 4, h, w\)"):
+        video_vae.decode_video(torch.randn(4, 4, 8, 8))
+
+
+def test_stage_trains_the_decoder_and_leaves_the_encoder_frozen(tmp_path):
+    stage = VAEStage("tiny")
+    stage.save(stage.model, tmp_path / "vae", command="test", num_frames=16)
+    videovae_stage = VideoVAEStage(init=tmp_path / "vae", num_clips=4)
+    model = videovae_stage.model
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    train(videovae_stage, TrainConfig(steps=2, batch_size=2, warmup=1, preview_every=2), tmp_path / "run")
+    after = dict(model.named_parameters())
+    encoder = [name for name in before if name.startswith(("vae.encoder.", "vae.quant_conv."))]
+    assert encoder and all(torch.equal(before[name], after[name]) for name in encoder)
+    assert any(not torch.equal(before[name], after[name]) for name in before if name.startswith("vae.decoder."))
+    assert any(not torch.equal(before[name], after[name]) for name in before if name.startswith("temporal."))
+
+
+def test_save_load_round_trip(vae, tmp_path):
+    video_vae = VideoVAE.from_vae(vae, num_frames=4)
+    randomise(video_vae.temporal)
+    video_vae.save_pretrained(tmp_path / "videovae", command="test")
+    loaded = VideoVAE.from_pretrained(tmp_path / "videovae")
+    assert loaded.config == video_vae.config
+    latents = torch.randn(1, 4, 4, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(loaded.decode_video(latents), video_vae.decode_video(latents))
+    with pytest.raises(ValueError, match="expected a 'vae' checkpoint"):
+        VAE.from_pretrained(tmp_path / "videovae")
