@@ -1,6 +1,7 @@
 """Command line: `python -m minimagic train STAGE ...` and `python -m minimagic generate ...`."""
 
 import argparse
+import inspect
 import shlex
 import sys
 from pathlib import Path
@@ -12,19 +13,23 @@ def train_command(args: argparse.Namespace) -> None:
     from minimagic.stages import STAGES
     from minimagic.train import train
 
-    stage_options = {"preset": args.preset, **({"init": args.init} if args.init else {})}
+    stage_options = {name: value for name, value in (("preset", args.preset), ("init", args.init)) if value}
+    accepted = inspect.signature(STAGES[args.stage]).parameters
+    if unknown := [f"--{name}" for name in stage_options if name not in accepted]:
+        raise ValueError(f"the {args.stage} stage takes no {', '.join(unknown)}")
     stage = STAGES[args.stage](**stage_options)
-    overrides = {key: getattr(args, key) for key in ("steps", "batch_size", "lr", "ema_decay", "seed", "device",
-                                                      "precision", "preview_every", "checkpoint_every") if getattr(args, key) is not None}
+    keys = ("steps", "batch_size", "lr", "ema_decay", "seed", "device", "precision", "preview_every",
+            "checkpoint_every")
+    overrides = {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
     cfg = TrainConfig(**{**getattr(stage, "defaults", {}), **overrides})
-    run_dir = Path(args.run_dir or f"runs/{args.stage}")
+    run_dir = Path(args.resume or args.run_dir or f"runs/{args.stage}")
     command = "python -m minimagic " + shlex.join(sys.argv[1:])
     out = Path(args.out or run_dir / "checkpoint")
 
     def save(model, step: int | None = None) -> None:
         stage.save(model, out, command=command, **({"step": step} if step else {"step": cfg.steps}))
 
-    save(train(stage, cfg, run_dir, save))
+    save(train(stage, cfg, run_dir, save, resume=args.resume is not None))
     print(f"saved {args.stage} checkpoint to {out}")
 
 
@@ -57,15 +62,16 @@ def evaluate_command(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m minimagic", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    tr = commands.add_parser("train", help="train one stage (vae, t2i, t2v, ...)")
-    tr.add_argument("stage", choices=["vae", "t2i", "t2v"])
-    tr.add_argument("--preset", default="toy", help="model size preset: tiny, toy or base")
-    tr.add_argument("--init", help="checkpoint folder the stage starts from (t2v: the t2i checkpoint)")
+    tr = commands.add_parser("train", help="train one stage (vae, t2i, t2v, videovae)")
+    tr.add_argument("stage", choices=["vae", "t2i", "t2v", "videovae"])
+    tr.add_argument("--preset", help="model size preset: tiny, toy (default) or base")
+    tr.add_argument("--init", help="checkpoint folder to start from (t2v: a t2i pipeline; videovae: a vae)")
     tr.add_argument("--out", help="where to save the final checkpoint (default RUN_DIR/checkpoint)")
     tr.add_argument("--run-dir", help="folder for logs and previews (default runs/STAGE)")
     for name, kind in (("steps", int), ("batch-size", int), ("lr", float), ("ema-decay", float), ("seed", int),
                        ("preview-every", int), ("checkpoint-every", int)):
         tr.add_argument(f"--{name}", type=kind)
+    tr.add_argument("--resume", metavar="RUN_DIR", help="continue the run saved in RUN_DIR (same options)")
     tr.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
     tr.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
     tr.set_defaults(func=train_command)

@@ -3,8 +3,9 @@
     z_T ~ N(0, I) of shape (B, F, c, h, w)  ->  z_0 by DDIM with classifier-free guidance on
     eps_theta(z_t, t, tau(y), v)  ->  x = D(z_0), decoded frame by frame by the VAE.
 
-A pipeline folder holds the denoiser (`model.safetensors` + `config.json`), its VAE (`vae/`) and the name
-of its text encoder, so `TextToVideoPipeline.from_pretrained(dir)` needs nothing else. A folder made by the
+A pipeline folder holds the denoiser (`model.safetensors` + `config.json`), its VAE (`vae/`), optionally a
+VideoVAE decoder (`videovae/`, digest §5) that then decodes instead of the VAE, and the name of its text
+encoder, so `TextToVideoPipeline.from_pretrained(dir)` needs nothing else. A folder made by the
 t2i stage holds an image U-Net: the pipeline then makes one-frame "videos" (B, 1, C, H, W).
 """
 
@@ -21,6 +22,7 @@ from minimagic.text import TextEncoder, default_model_path
 from minimagic.unet import UNet2D, UNetConfig
 from minimagic.vae import VAE
 from minimagic.video_unet import VideoUNet
+from minimagic.videovae import VideoVAE
 
 CHECKPOINTS = DATA_DIR / "checkpoints"
 DEFAULT_FPS = 8.0  # frame rate v of the Moving-MNIST clips (one sampled frame per generated frame)
@@ -38,8 +40,8 @@ class TextToVideoPipeline:
     """Text encoder + (video) U-Net + sampler + VAE decoder, callable on a list of prompts."""
 
     def __init__(self, unet: UNet2D | VideoUNet, vae: VAE, text_encoder: TextEncoder,
-                 diffusion: GaussianDiffusion | None = None, image_size: int = 64):
-        self.unet, self.vae, self.text_encoder = unet, vae, text_encoder
+                 diffusion: GaussianDiffusion | None = None, image_size: int = 64, videovae: VideoVAE | None = None):
+        self.unet, self.vae, self.text_encoder, self.videovae = unet, vae, text_encoder, videovae
         self.diffusion = diffusion or GaussianDiffusion(DiffusionConfig())
         self.is_video = isinstance(unet, VideoUNet)
         self.image_size = image_size  # frames are image_size x image_size pixels
@@ -51,17 +53,19 @@ class TextToVideoPipeline:
         return next(self.unet.parameters()).device
 
     def to(self, device: torch.device | str) -> "TextToVideoPipeline":
-        for part in (self.unet, self.vae, self.text_encoder, self.diffusion):
-            part.to(device)
+        for part in (self.unet, self.vae, self.text_encoder, self.diffusion, self.videovae):
+            if part is not None:
+                part.to(device)
         return self
 
     @torch.no_grad()
     def __call__(self, prompts: list[str] | str, num_frames: int | None = None, num_inference_steps: int = 25,
                  guidance_scale: float = 4.0, eta: float = 0.0, fps: float = DEFAULT_FPS,
                  generator: torch.Generator | None = None, progress: bool = False,
-                 return_latents: bool = False) -> torch.Tensor:
+                 return_latents: bool = False, decoder: str = "auto") -> torch.Tensor:
         """Videos (B, F, C, H, W) in [-1, 1] (or their latents (B, F, c, h, w)) for B prompts; F defaults
-        to the frames the model was trained on."""
+        to the frames the model was trained on. `decoder`: "vae" (frame by frame), "videovae", or "auto"
+        (the VideoVAE when the pipeline has one)."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         max_frames = self.unet.num_frames if self.is_video else 1
         num_frames = max_frames if num_frames is None else num_frames
@@ -71,6 +75,8 @@ class TextToVideoPipeline:
             raise ValueError(f"guidance_scale must be in [0, 50], got {guidance_scale}")
         if not prompts:
             raise ValueError("give at least one prompt")
+        if decoder not in ("auto", "vae", "videovae") or (decoder == "videovae" and self.videovae is None):
+            raise ValueError(f"decoder must be 'auto', 'vae' or 'videovae' (if the pipeline has one), got {decoder!r}")
         self.unet.eval()
         device, B = self.device, len(prompts)
         context, _ = self.text_encoder.encode(prompts)  # (B, L, D)
@@ -87,7 +93,12 @@ class TextToVideoPipeline:
         latents = latents if self.is_video else latents.unsqueeze(1)  # (B, F, c, h, w)
         if return_latents:
             return latents
-        return self.vae.decode_video(latents).clamp(-1, 1)  # (B, F, C, H, W)
+        return self.decode(latents, decoder)
+
+    def decode(self, latents: torch.Tensor, decoder: str = "auto") -> torch.Tensor:
+        """Latents (B, F, c, h, w) -> frames (B, F, C, H, W) in [-1, 1] with the chosen decoder."""
+        use_videovae = self.videovae is not None and decoder != "vae"
+        return (self.videovae if use_videovae else self.vae).decode_video(latents).clamp(-1, 1)
 
     def save_pretrained(self, directory: str | Path, stage: str | None = None, **info) -> Path:
         """Weights in float16 (a few MB), the configs to rebuild everything, the VAE in `vae/`."""
@@ -104,6 +115,8 @@ class TextToVideoPipeline:
         half = {k: v.half() if v.is_floating_point() else v for k, v in self.unet.state_dict().items()}
         checkpoint.save_checkpoint(directory, half, stage or ("t2v" if self.is_video else "t2i"), config, **info)
         self.vae.save_pretrained(directory / "vae")
+        if self.videovae is not None:
+            self.videovae.save_pretrained(directory / "videovae")
         return directory
 
     @classmethod
@@ -120,6 +133,7 @@ class TextToVideoPipeline:
             unet = UNet2D(UNetConfig(**config["unet"]))
         checkpoint.load_weights(unet, directory).eval()
         text = TextEncoder(config["text_encoder"], max_length=config["max_length"])
+        videovae = VideoVAE.from_pretrained(directory / "videovae") if (directory / "videovae").is_dir() else None
         pipe = cls(unet, VAE.from_pretrained(directory / "vae"), text,
-                   GaussianDiffusion(DiffusionConfig(**config["diffusion"])), config["image_size"])
+                   GaussianDiffusion(DiffusionConfig(**config["diffusion"])), config["image_size"], videovae)
         return pipe.to(device) if device is not None else pipe

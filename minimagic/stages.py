@@ -58,8 +58,8 @@ class TextToImageStage(LatentDiffusionStage):
 
     name = "t2i"
 
-    def __init__(self, preset: str = "toy", **options):
-        super().__init__(**options)
+    def __init__(self, preset: str = "toy", init: str | Path = VAE_CHECKPOINT, num_clips: int = 6000):
+        super().__init__(vae=init, num_clips=num_clips)
         c = self.vae.config.latent_channels
         self.model = UNet2D(UNetConfig.preset(preset, in_channels=c, out_channels=c, context_dim=self.text.dim))
 
@@ -84,7 +84,7 @@ class TextToVideoStage(LatentDiffusionStage):
     defaults = {**LatentDiffusionStage.defaults, "batch_size": 8, "lr": 2e-4}
 
     def __init__(self, preset: str = "toy", init: str | Path | None = T2I_CHECKPOINT, num_clips: int = 6000,
-                 **video_options):
+                 new_lr_scale: float = 5.0, **video_options):
         image = TextToVideoPipeline.from_pretrained(init) if init is not None else None
         super().__init__(vae=image.vae if image else VAE_CHECKPOINT, num_clips=num_clips)
         num_frames = self.clips["latents"].shape[1]
@@ -94,7 +94,15 @@ class TextToVideoStage(LatentDiffusionStage):
         else:
             unet = image.unet
         self.model = VideoUNet.from_unet2d(unet, num_frames, **video_options)
+        self.new_lr_scale = new_lr_scale if image is not None else 1.0
         self.fps = torch.full((1,), DEFAULT_FPS)
+
+    def param_groups(self, model: VideoUNet, lr: float) -> list[dict]:
+        """The new video layers learn `new_lr_scale` times faster than the reused, already trained 2D weights."""
+        groups = model.parameter_groups()
+        new = [p for name in ("adaptor", "temporal", "fps") for p in groups[name] if p.requires_grad]
+        reused = [p for p in groups["reused"] if p.requires_grad]
+        return [{"params": reused, "lr": lr}, {"params": new, "lr": lr * self.new_lr_scale}]
 
     def batch(self, batch_size: int, generator: torch.Generator) -> dict:
         clip = torch.randint(self.clips["latents"].shape[0], (batch_size,), generator=generator)

@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from minimagic.train_state import load_train_state, save_train_state
+
 
 @dataclass
 class TrainConfig:
@@ -55,8 +57,10 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 @torch.no_grad()
-def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    """theta_ema <- decay * theta_ema + (1 - decay) * theta."""
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float, step: int) -> None:
+    """theta_ema <- d * theta_ema + (1 - d) * theta with d = min(decay, (1 + step) / (10 + step)): the warm-up
+    keeps the initial weights from lingering in the average of a short run."""
+    decay = min(decay, (1 + step) / (10 + step))
     for e, p in zip(ema.parameters(), model.parameters(), strict=True):
         e.lerp_(p.detach(), 1 - decay)
 
@@ -72,10 +76,26 @@ def plot_losses(rows: list[dict], path: Path) -> None:
     fig.savefig(path)
 
 
-def train(stage, cfg: TrainConfig, run_dir: str | Path, save=None) -> torch.nn.Module:
+def write_log(rows: list[dict], run_dir: Path) -> None:
+    with open(run_dir / "log.csv", "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=["step", "loss", "lr", "seconds"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def read_log(run_dir: Path, up_to: int) -> list[dict]:
+    if not (run_dir / "log.csv").is_file():
+        return []
+    with open(run_dir / "log.csv", newline="") as file:
+        rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(file)]
+    return [row for row in rows if row["step"] <= up_to]
+
+
+def train(stage, cfg: TrainConfig, run_dir: str | Path, save=None, resume: bool = False) -> torch.nn.Module:
     """Train `stage.model` for `cfg.steps` steps; return the weights to ship (EMA if enabled).
 
-    `save(model, step)`, if given, is called every `cfg.checkpoint_every` steps with those weights."""
+    Every `cfg.checkpoint_every` steps the full training state goes to `run_dir/state/` and `save(model,
+    step)`, if given, is called with the weights to ship. `resume=True` continues from that state exactly."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     device = pick_device(cfg.device)
@@ -86,12 +106,16 @@ def train(stage, cfg: TrainConfig, run_dir: str | Path, save=None) -> torch.nn.M
     model = stage.model.to(device).train()
     ema = copy.deepcopy(model).eval().requires_grad_(False) if cfg.ema_decay else None
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / max(cfg.warmup, 1)))
+    groups = stage.param_groups(model, cfg.lr) if hasattr(stage, "param_groups") else [{"params": params}]
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    base_lrs = [group["lr"] for group in optimizer.param_groups]
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    rows, start = [], time.time()
-    bar = tqdm(range(1, cfg.steps + 1), desc=f"train {stage.name}", dynamic_ncols=True)
+    done = load_train_state(run_dir, model, ema, optimizer, generator, cfg) if resume else 0
+    rows, start = read_log(run_dir, done), time.time()
+    bar = tqdm(range(done + 1, cfg.steps + 1), desc=f"train {stage.name}", dynamic_ncols=True)
     for step in bar:
+        for group, base_lr in zip(optimizer.param_groups, base_lrs, strict=True):
+            group["lr"] = base_lr * min(1.0, step / max(cfg.warmup, 1))  # linear warm-up
         total = 0.0
         for _ in range(cfg.grad_accum):
             batch = stage.batch(cfg.batch_size, generator)
@@ -110,21 +134,21 @@ def train(stage, cfg: TrainConfig, run_dir: str | Path, save=None) -> torch.nn.M
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
-        schedule.step()
         if ema is not None:
-            ema_update(ema, model, cfg.ema_decay)
+            ema_update(ema, model, cfg.ema_decay, step)
         if step % cfg.log_every == 0 or step == cfg.steps:
-            rows.append({"step": step, "loss": total, "lr": schedule.get_last_lr()[0], "seconds": time.time() - start})
+            rows.append({"step": step, "loss": total, "lr": base_lrs[0] * min(1.0, step / max(cfg.warmup, 1)),
+                         "seconds": time.time() - start})
             bar.set_postfix(loss=f"{total:.4f}")
         if step % cfg.preview_every == 0 or step == cfg.steps:
-            stage.preview((ema or model).eval(), run_dir / f"preview_{step:06d}.png", generator)
+            stage.preview((ema or model).eval(), run_dir / f"preview_{step:06d}.png", torch.Generator())
             model.train()
-        if save is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-            save((ema or model).eval(), step)
-            model.train()
-    with open(run_dir / "log.csv", "w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=["step", "loss", "lr", "seconds"])
-        writer.writeheader()
-        writer.writerows(rows)
+        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+            save_train_state(run_dir, step, model, ema, optimizer, generator, cfg)
+            write_log(rows, run_dir)
+            if save is not None:
+                save((ema or model).eval(), step)
+                model.train()
+    write_log(rows, run_dir)
     plot_losses(rows, run_dir / "loss.png")
     return (ema or model).eval()

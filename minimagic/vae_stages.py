@@ -47,7 +47,8 @@ class VAEStage:
         """Set the latent scale factor to 1/std of training latents (SD's 0.18215), then save."""
         device = next(model.parameters()).device
         x = torch.stack([self.frames[i]["image"] for i in range(num_frames)])  # (N, 1, H, W)
-        z = torch.cat([model.encode(chunk.to(device)).sample() for chunk in x.split(256)])
+        generator = torch.Generator(device).manual_seed(0)  # its own: training's random streams stay untouched
+        z = torch.cat([model.encode(chunk.to(device)).sample(generator) for chunk in x.split(256)])
         model.config.scale_factor = float(1.0 / z.float().std())
         model.save_pretrained(directory, command=command, **info)
 

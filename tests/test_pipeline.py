@@ -82,7 +82,7 @@ def test_stages_train_save_and_chain(tmp_path):
     assert (tmp_path / "runs" / "vae" / "log.csv").is_file() and (tmp_path / "runs" / "vae" / "loss.png").is_file()
     assert VAE.from_pretrained(tmp_path / "vae").config.scale_factor != 1.0
 
-    t2i = TextToImageStage("tiny", vae=tmp_path / "vae", num_clips=8)
+    t2i = TextToImageStage("tiny", init=tmp_path / "vae", num_clips=8)
     t2i.save(train(t2i, TrainConfig(**options, ema_decay=0.9), tmp_path / "runs" / "t2i"), tmp_path / "t2i", "test")
     image_pipe = TextToVideoPipeline.from_pretrained(tmp_path / "t2i")
     assert not image_pipe.is_video
@@ -108,3 +108,31 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train", "vae", "--preset", "huge", "--steps", "1"])
     assert "unknown VAE preset 'huge'" in capsys.readouterr().err
+
+
+def test_pipeline_decodes_with_its_videovae(tiny_pipeline, tmp_path):
+    from minimagic.videovae import VideoVAE
+
+    video_vae = VideoVAE.from_vae(tiny_pipeline.vae, num_frames=4)
+    for p in video_vae.temporal.parameters():
+        p.data.add_(0.3 * torch.randn_like(p))
+    pipe = TextToVideoPipeline(tiny_pipeline.unet, tiny_pipeline.vae, tiny_pipeline.text_encoder, image_size=16,
+                               videovae=video_vae)
+    latents = pipe(PROMPTS, num_inference_steps=2, return_latents=True)
+    assert torch.equal(pipe.decode(latents), video_vae.decode_video(latents).clamp(-1, 1))
+    assert not torch.allclose(pipe.decode(latents, "vae"), pipe.decode(latents, "videovae"))
+    pipe.save_pretrained(tmp_path / "pipe")
+    loaded = TextToVideoPipeline.from_pretrained(tmp_path / "pipe")
+    assert loaded.videovae is not None
+    assert torch.allclose(loaded.decode(latents), pipe.decode(latents), atol=1e-6)
+    with pytest.raises(ValueError, match="decoder must be"):
+        tiny_pipeline(PROMPTS, decoder="videovae")  # this one has no VideoVAE
+
+
+def test_cli_refuses_options_a_stage_does_not_take(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "videovae", "--preset", "toy", "--steps", "1"])
+    assert "the videovae stage takes no --preset" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "vae", "--init", "somewhere", "--steps", "1"])
+    assert "the vae stage takes no --init" in capsys.readouterr().err
