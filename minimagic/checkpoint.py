@@ -74,7 +74,10 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 def load_weights(model: torch.nn.Module, directory: str | Path) -> torch.nn.Module:
     """Load a checkpoint's weights into `model`, naming missing/unexpected keys if they differ."""
     state = load_state_dict(Path(directory) / WEIGHTS)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # same names, other shapes
+        raise ValueError(f"weights in {directory} do not fit {type(model).__name__}: {str(error)[:300]}") from None
     if missing or unexpected:
         raise ValueError(f"weights in {directory} do not match {type(model).__name__}: "
                          f"missing {missing[:5]}, unexpected {unexpected[:5]}")

@@ -164,3 +164,23 @@ def video_scores(videos: torch.Tensor, captions: list[str], classifier: DigitCla
         "predicted_direction": predicted_direction,
         "clip_digit_accuracy": clip_digit_accuracy,
     }
+
+
+def flicker(video: torch.Tensor, reference: torch.Tensor) -> float:
+    """Temporal error of a decoded clip against the truth (VideoVAE, digest §5): the mean over pixels of
+    |(x_hat_{i+1} - x_hat_i) - (x_{i+1} - x_i)| for videos (B, F, C, H, W) in [-1, 1]. Per-frame errors
+    that stay put between frames cost nothing; errors that change from frame to frame (dithering) do."""
+    if video.shape != reference.shape or video.ndim != 5 or video.shape[1] < 2:
+        raise ValueError(f"flicker needs two (B, F >= 2, C, H, W) videos, got {tuple(video.shape)} and "
+                         f"{tuple(reference.shape)}")
+    return ((video[:, 1:] - video[:, :-1]) - (reference[:, 1:] - reference[:, :-1])).abs().mean().item()
+
+
+def background_flicker(video: torch.Tensor, threshold: float = -0.5) -> float:
+    """Flicker without ground truth, for generated clips: the mean |x_{i+1} - x_i| over the pixels that are
+    background (below `threshold`) in both frames. A still black background should not change at all."""
+    if video.ndim != 5 or video.shape[1] < 2:
+        raise ValueError(f"background_flicker needs a (B, F >= 2, C, H, W) video, got {tuple(video.shape)}")
+    background = (video[:, 1:] < threshold) & (video[:, :-1] < threshold)  # (B, F-1, C, H, W)
+    change = (video[:, 1:] - video[:, :-1]).abs()
+    return (change[background].mean() if background.any() else change.new_zeros(())).item()

@@ -122,7 +122,10 @@ class VAE(nn.Module):
         for old, new in renames.items():
             state = {k.replace(old, new): v for k, v in state.items()}
         vae = cls(VAEConfig.preset("sd", **{"scale_factor": 0.18215, **overrides}))
-        missing, unexpected = vae.load_state_dict(state, strict=False)
+        try:
+            missing, unexpected = vae.load_state_dict(state, strict=False)
+        except RuntimeError as error:  # tensors of other shapes: another configuration
+            raise ValueError(f"not a diffusers AutoencoderKL state dict for this config: {str(error)[:300]}") from None
         if missing or unexpected:
             raise ValueError(f"not a diffusers AutoencoderKL state dict for this config: missing {missing[:5]}, "
                              f"unexpected {unexpected[:5]}")
