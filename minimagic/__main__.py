@@ -2,6 +2,7 @@
 
 import argparse
 import inspect
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from minimagic.train import TrainConfig
 
 
 def train_command(args: argparse.Namespace) -> None:
+    from minimagic import distributed
     from minimagic.stages import STAGES
     from minimagic.train import train
 
@@ -19,18 +21,23 @@ def train_command(args: argparse.Namespace) -> None:
         raise ValueError(f"the {args.stage} stage takes no {', '.join(unknown)}")
     stage = STAGES[args.stage](**stage_options)
     keys = ("steps", "batch_size", "lr", "ema_decay", "seed", "device", "precision", "preview_every",
-            "checkpoint_every")
+            "checkpoint_every", "log_every", "grad_accum")
     overrides = {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
     cfg = TrainConfig(**{**getattr(stage, "defaults", {}), **overrides})
     run_dir = Path(args.resume or args.run_dir or f"runs/{args.stage}")
-    command = "python -m minimagic " + shlex.join(sys.argv[1:])
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    launcher = f"torchrun --nproc_per_node {world_size}" if world_size > 1 else "python"
+    command = f"{launcher} -m minimagic " + shlex.join(sys.argv[1:])
     out = Path(args.out or run_dir / "checkpoint")
 
     def save(model, step: int | None = None) -> None:
         stage.save(model, out, command=command, **({"step": step} if step else {"step": cfg.steps}))
 
-    save(train(stage, cfg, run_dir, save, resume=args.resume is not None))
-    print(f"saved {args.stage} checkpoint to {out}")
+    model = train(stage, cfg, run_dir, save, resume=args.resume is not None)
+    if distributed.is_main():
+        save(model)
+        print(f"saved {args.stage} checkpoint to {out}")
+    distributed.teardown()
 
 
 def generate_command(args: argparse.Namespace) -> None:
@@ -69,7 +76,8 @@ def main(argv: list[str] | None = None) -> None:
     tr.add_argument("--out", help="where to save the final checkpoint (default RUN_DIR/checkpoint)")
     tr.add_argument("--run-dir", help="folder for logs and previews (default runs/STAGE)")
     for name, kind in (("steps", int), ("batch-size", int), ("lr", float), ("ema-decay", float), ("seed", int),
-                       ("preview-every", int), ("checkpoint-every", int)):
+                       ("preview-every", int), ("checkpoint-every", int), ("log-every", int),
+                       ("grad-accum", int)):
         tr.add_argument(f"--{name}", type=kind)
     tr.add_argument("--resume", metavar="RUN_DIR", help="continue the run saved in RUN_DIR (same options)")
     tr.add_argument("--device", help="cuda, mps or cpu (default: the best available)")

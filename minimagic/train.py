@@ -3,7 +3,8 @@
 A stage (see `stages.py`) says what to train: its `model`, how to draw a `batch`, its `loss`, a
 `preview` picture and how to `save` the result. This file says how: AdamW with warm-up, gradient
 accumulation and clipping, an EMA copy of the weights, bf16 autocast on CUDA with a guard that skips
-non-finite steps, a tqdm bar, a CSV log and a loss-curve PNG in the run folder.
+non-finite steps, a tqdm bar, a CSV log and a loss-curve PNG in the run folder; under torchrun, data
+parallelism with DistributedDataParallel (`distributed.py`).
 """
 
 import copy
@@ -16,6 +17,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from minimagic import distributed
 from minimagic.train_state import load_train_state, save_train_state
 
 
@@ -98,12 +100,13 @@ def train(stage, cfg: TrainConfig, run_dir: str | Path, save=None, resume: bool 
     step)`, if given, is called with the weights to ship. `resume=True` continues from that state exactly."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    device = pick_device(cfg.device)
+    device, rank, _ = distributed.setup(pick_device(cfg.device), cfg.batch_size)
     precision = cfg.precision if cfg.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
     model = stage.model.to(device).train()
+    loss_fn = distributed.wrap(stage, model, device)  # stage.loss(model, ...), gradients synced under torchrun
     ema = copy.deepcopy(model).eval().requires_grad_(False) if cfg.ema_decay else None
     params = [p for p in model.parameters() if p.requires_grad]
     groups = stage.param_groups(model, cfg.lr) if hasattr(stage, "param_groups") else [{"params": params}]
@@ -112,18 +115,19 @@ def train(stage, cfg: TrainConfig, run_dir: str | Path, save=None, resume: bool 
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     done = load_train_state(run_dir, model, ema, optimizer, generator, cfg) if resume else 0
     rows, start = read_log(run_dir, done), time.time()
-    bar = tqdm(range(done + 1, cfg.steps + 1), desc=f"train {stage.name}", dynamic_ncols=True)
+    bar = tqdm(range(done + 1, cfg.steps + 1), desc=f"train {stage.name}", dynamic_ncols=True, disable=rank > 0)
     for step in bar:
         for group, base_lr in zip(optimizer.param_groups, base_lrs, strict=True):
             group["lr"] = base_lr * min(1.0, step / max(cfg.warmup, 1))  # linear warm-up
         total = 0.0
         for _ in range(cfg.grad_accum):
-            batch = stage.batch(cfg.batch_size, generator)
+            batch = distributed.shard(stage.batch(cfg.batch_size, generator))  # this rank's part of the batch
             batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                loss = stage.loss(model, batch, generator) / cfg.grad_accum
+                loss = loss_fn(batch, generator) / cfg.grad_accum
             scaler.scale(loss).backward()
             total += loss.item()
+        total = distributed.mean(total, device)  # the global batch's loss
         scaler.unscale_(optimizer)
         norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip else math.inf)
         if not (math.isfinite(total) and torch.isfinite(norm)):
@@ -140,6 +144,8 @@ def train(stage, cfg: TrainConfig, run_dir: str | Path, save=None, resume: bool 
             rows.append({"step": step, "loss": total, "lr": base_lrs[0] * min(1.0, step / max(cfg.warmup, 1)),
                          "seconds": time.time() - start})
             bar.set_postfix(loss=f"{total:.4f}")
+        if rank > 0:  # rank 0 alone previews and writes files
+            continue
         if step % cfg.preview_every == 0 or step == cfg.steps:
             stage.preview((ema or model).eval(), run_dir / f"preview_{step:06d}.png", torch.Generator())
             model.train()
@@ -149,6 +155,7 @@ def train(stage, cfg: TrainConfig, run_dir: str | Path, save=None, resume: bool 
             if save is not None:
                 save((ema or model).eval(), step)
                 model.train()
-    write_log(rows, run_dir)
-    plot_losses(rows, run_dir / "loss.png")
+    if rank == 0:
+        write_log(rows, run_dir)
+        plot_losses(rows, run_dir / "loss.png")
     return (ema or model).eval()

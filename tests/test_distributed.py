@@ -1,0 +1,97 @@
+"""torchrun data parallelism on CPU (gloo): 2 processes give the loss curve and weights of 1 process."""
+
+import csv
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import torch
+
+STAGE = textwrap.dedent('''
+    import sys, torch
+    from minimagic import distributed
+    from minimagic.train import TrainConfig, train
+
+    class Regression:
+        """y = x_0 + x_1 from the run's generator: no other randomness, so 1 and 2 processes must agree."""
+        name = "regression"
+        def __init__(self):
+            torch.manual_seed(0)
+            self.model = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.Tanh(), torch.nn.Linear(32, 1))
+        def batch(self, batch_size, generator):
+            x = torch.randn(batch_size, 8, generator=generator)
+            return {"x": x, "y": x[:, :2].sum(1, keepdim=True)}
+        def loss(self, model, batch, generator):
+            return torch.nn.functional.mse_loss(model(batch["x"]), batch["y"])
+        def preview(self, model, path, generator):
+            pass
+
+    if __name__ == "__main__":
+        cfg = TrainConfig(steps=20, batch_size=8, lr=1e-2, warmup=1, ema_decay=0.9, log_every=1, preview_every=1000,
+                          device="cpu")
+        model = train(Regression(), cfg, sys.argv[1])
+        if distributed.is_main():
+            torch.save(model.state_dict(), sys.argv[1] + "/final.pt")
+        distributed.teardown()
+''')
+
+
+def losses(run_dir: Path) -> list[float]:
+    with open(run_dir / "log.csv", newline="") as file:
+        return [float(row["loss"]) for row in csv.DictReader(file)]
+
+
+def launch(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None)
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def torchrun(*args: str) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
+
+
+def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path):
+    script = tmp_path / "stage.py"
+    script.write_text(STAGE)
+    launch([sys.executable, str(script), str(tmp_path / "one")], tmp_path)
+    launch(torchrun(str(script), str(tmp_path / "two")), tmp_path)
+    one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
+    assert len(one) == len(two) == 20
+    assert sum(one[-5:]) < 0.5 * sum(one[:5])  # it trains
+    torch.testing.assert_close(torch.tensor(two), torch.tensor(one), rtol=1e-4, atol=1e-6)
+    final_one, final_two = torch.load(tmp_path / "one" / "final.pt"), torch.load(tmp_path / "two" / "final.pt")
+    for name, value in final_one.items():
+        torch.testing.assert_close(final_two[name], value, rtol=1e-4, atol=1e-6)
+
+
+def test_torchrun_cli_trains_a_stage_and_saves_once(tmp_path):
+    out = tmp_path / "vae"
+    result = launch(torchrun("-m", "minimagic", "train", "vae", "--preset", "tiny", "--steps", "2", "--batch-size",
+                             "4", "--device", "cpu", "--run-dir", str(tmp_path / "run"), "--out", str(out)), tmp_path)
+    assert result.stdout.count("saved vae checkpoint") == 1
+    meta = (out / "config.json").read_text()
+    assert "torchrun --nproc_per_node 2 -m minimagic train vae" in meta
+
+
+def test_batch_must_split_evenly_over_the_processes(tmp_path):
+    result = subprocess.run(torchrun("-m", "minimagic", "train", "vae", "--preset", "tiny", "--steps", "1",
+                                     "--batch-size", "3", "--device", "cpu", "--run-dir", str(tmp_path / "run")),
+                            cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode != 0
+    assert "batch_size 3 must be divisible by the 2 torchrun processes" in result.stderr
+
+
+def test_without_torchrun_nothing_is_distributed(monkeypatch):
+    from minimagic import distributed
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    device, rank, world_size = distributed.setup(torch.device("cpu"), batch_size=3)
+    assert (device.type, rank, world_size) == ("cpu", 0, 1) and distributed.is_main()
+    batch = {"x": torch.arange(6)}
+    assert distributed.shard(batch) is batch
