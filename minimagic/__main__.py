@@ -15,9 +15,10 @@ def train_command(args: argparse.Namespace) -> None:
     from minimagic.stages import STAGES
     from minimagic.train import train
 
-    stage_options = {name: value for name, value in (("preset", args.preset), ("init", args.init)) if value}
+    given = (("preset", args.preset), ("init", args.init), ("temporal_weight", args.temporal_weight))
+    stage_options = {name: value for name, value in given if value is not None}
     accepted = inspect.signature(STAGES[args.stage]).parameters
-    if unknown := [f"--{name}" for name in stage_options if name not in accepted]:
+    if unknown := [f"--{name.replace('_', '-')}" for name in stage_options if name not in accepted]:
         raise ValueError(f"the {args.stage} stage takes no {', '.join(unknown)}")
     stage = STAGES[args.stage](**stage_options)
     keys = ("steps", "batch_size", "lr", "ema_decay", "seed", "device", "precision", "preview_every",
@@ -73,6 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     tr.add_argument("stage", choices=["vae", "t2i", "t2v", "videovae"])
     tr.add_argument("--preset", help="model size preset: tiny, toy (default) or base")
     tr.add_argument("--init", help="checkpoint folder to start from (t2v: a t2i pipeline; videovae: a vae)")
+    tr.add_argument("--temporal-weight", type=float, help="videovae: weight w of the frame-difference loss term")
     tr.add_argument("--out", help="where to save the final checkpoint (default RUN_DIR/checkpoint)")
     tr.add_argument("--run-dir", help="folder for logs and previews (default runs/STAGE)")
     for name, kind in (("steps", int), ("batch-size", int), ("lr", float), ("ema-decay", float), ("seed", int),

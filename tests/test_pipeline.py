@@ -136,3 +136,6 @@ def test_cli_refuses_options_a_stage_does_not_take(capsys):
     with pytest.raises(SystemExit):
         main(["train", "vae", "--init", "somewhere", "--steps", "1"])
     assert "the vae stage takes no --init" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "t2i", "--temporal-weight", "2", "--steps", "1"])
+    assert "the t2i stage takes no --temporal-weight" in capsys.readouterr().err

@@ -1,0 +1,59 @@
+"""The checkpoints in data/checkpoints/ do their job (small samples: these fail if a checkpoint is broken or
+swapped; the README's numbers come from `python -m minimagic evaluate` on far larger samples)."""
+
+import json
+
+import pytest
+import torch
+
+from minimagic.data import DATA_DIR, MovingDigits, caption_for
+from minimagic.metrics import DigitClassifier, flicker, psnr, video_scores
+from minimagic.pipeline import TextToVideoPipeline, default_checkpoint
+from minimagic.vae import VAE
+from minimagic.videovae import VideoVAE
+
+CHECKPOINTS = DATA_DIR / "checkpoints"
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return DigitClassifier.from_pretrained()
+
+
+def test_every_checkpoint_records_the_command_that_made_it():
+    for folder in ("vae-moving-digits", "t2i-moving-digits", "t2v-moving-digits", "videovae-moving-digits"):
+        meta = json.loads((CHECKPOINTS / folder / "config.json").read_text())
+        assert meta["command"].split()[:4] in (["python", "-m", "minimagic", "train"],), folder
+        assert (CHECKPOINTS / folder / "model.safetensors").stat().st_size < 16 * 2**20, folder
+
+
+@torch.no_grad()
+def test_text_to_image_draws_the_prompted_digit(classifier):
+    pipe = TextToVideoPipeline.from_pretrained(CHECKPOINTS / "t2i-moving-digits")
+    digits = torch.arange(10)
+    images = pipe([caption_for([d], None) for d in digits.tolist()], num_inference_steps=10,
+                  generator=torch.Generator().manual_seed(1))[:, 0]  # (10, 1, H, W)
+    assert (classifier(images).argmax(-1) == digits).float().mean() >= 0.8
+
+
+@torch.no_grad()
+def test_text_to_video_is_the_default_and_keeps_the_digit(classifier):
+    assert default_checkpoint() == CHECKPOINTS / "t2v-moving-digits"
+    pipe = TextToVideoPipeline.from_pretrained()
+    prompts = [caption_for([d], [d % 8]) for d in (0, 3, 5, 7)]
+    videos = pipe(prompts, num_inference_steps=10, generator=torch.Generator().manual_seed(1))
+    assert videos.shape == (4, 8, 1, 64, 64) and pipe.videovae is not None
+    assert video_scores(videos, prompts, classifier)["digit_accuracy"] >= 0.75
+
+
+@torch.no_grad()
+def test_videovae_flickers_less_than_the_image_vae_on_held_out_clips():
+    vae = VAE.from_pretrained(CHECKPOINTS / "vae-moving-digits")
+    videovae = VideoVAE.from_pretrained(CHECKPOINTS / "videovae-moving-digits")
+    clips = MovingDigits("test", length=8, seed=1)
+    video = torch.stack([clips[i]["video"] for i in range(len(clips))])  # (8, F, 1, H, W)
+    latents = vae.encode_video(video)
+    by_frame, by_video = vae.decode_video(latents).clamp(-1, 1), videovae.decode_video(latents).clamp(-1, 1)
+    assert flicker(by_video, video) < 0.95 * flicker(by_frame, video)
+    frames = video.flatten(0, 1)  # (8*F, 1, H, W)
+    assert psnr(by_video.flatten(0, 1), frames)[1] > psnr(by_frame.flatten(0, 1), frames)[1] - 0.3
