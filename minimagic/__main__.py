@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> None:
     tr = commands.add_parser("train", help="train one stage (vae, t2i, t2v, videovae)")
     tr.add_argument("stage", choices=["vae", "t2i", "t2v", "videovae"])
     tr.add_argument("--preset", help="model size preset: tiny, toy (default) or base")
-    tr.add_argument("--init", help="checkpoint folder to start from (t2v: a t2i pipeline; videovae: a vae)")
+    tr.add_argument("--init", help="checkpoint folder to start from (t2v: a t2i pipeline, or a t2v one to "
+                    "train further; videovae: a vae)")
     tr.add_argument("--temporal-weight", type=float, help="videovae: weight w of the frame-difference loss term")
     tr.add_argument("--out", help="where to save the final checkpoint (default RUN_DIR/checkpoint)")
     tr.add_argument("--run-dir", help="folder for logs and previews (default runs/STAGE)")

@@ -5,7 +5,8 @@ LOCAL_RANK and WORLD_SIZE set. Every copy draws the same global batch from the r
 keeps its own 1/N slice (`shard`): the role a DistributedSampler plays for a DataLoader, here for stages that
 sample with a generator. DistributedDataParallel averages the gradients, so each optimizer step sees the
 global batch, as one process would; and since the data position is the generator's state, which is the same
-on every rank, `--resume` stays exact. Rank 0 alone logs, previews and writes checkpoints.
+on every rank, `--resume` stays exact. The loss's own noise (timesteps, eps) is drawn per rank
+(`loss_generator`). Rank 0 alone logs, previews and writes checkpoints.
 """
 
 import os
@@ -63,6 +64,16 @@ def shard(batch: dict) -> dict:
         return batch
     rank, world_size = dist.get_rank(), dist.get_world_size()
     return {k: v.chunk(world_size)[rank] if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def loss_generator(generator: torch.Generator, step: int, micro_batch: int = 0) -> torch.Generator:
+    """The generator for the loss's own draws (timesteps, noise). In one process, the run's generator. Under
+    torchrun, a fresh one seeded from (run seed, step, micro-batch, rank): the ranks' noise is independent,
+    and the run's generator, which draws the batches, is left alone, so it stays in step on every rank."""
+    if not dist.is_initialized():
+        return generator
+    seed = ((generator.initial_seed() * 1_000_003 + step) * 1_009 + micro_batch) * 1_031 + dist.get_rank()
+    return torch.Generator().manual_seed(seed % 2**63)
 
 
 def mean(value: float, device: torch.device) -> float:

@@ -34,6 +34,8 @@ class LatentDiffusionStage:
 
     defaults = dict(steps=3000, batch_size=32, lr=5e-4, ema_decay=0.999, warmup=200, preview_every=500)
 
+    videovae = None  # a VideoVAE to ship with the pipeline (kept from a t2v `init`)
+
     def __init__(self, vae: VAE | str | Path = VAE_CHECKPOINT, num_clips: int = 6000):
         self.vae = vae if isinstance(vae, VAE) else VAE.from_pretrained(vae)
         self.clips = encode_clips(self.vae, "train", num_clips)
@@ -49,7 +51,7 @@ class LatentDiffusionStage:
         return self.diffusion.to(batch["x0"].device).loss(model, batch["x0"], **conditions)
 
     def save(self, model, directory: Path, command: str, **info) -> None:
-        pipeline = TextToVideoPipeline(model, self.vae, self.text, self.diffusion)
+        pipeline = TextToVideoPipeline(model, self.vae, self.text, self.diffusion, videovae=self.videovae)
         pipeline.save_pretrained(directory, command=command, stage=self.name, **info)
 
 
@@ -85,16 +87,22 @@ class TextToVideoStage(LatentDiffusionStage):
 
     def __init__(self, preset: str = "toy", init: str | Path | None = T2I_CHECKPOINT, num_clips: int = 6000,
                  new_lr_scale: float = 5.0, **video_options):
-        image = TextToVideoPipeline.from_pretrained(init) if init is not None else None
-        super().__init__(vae=image.vae if image else VAE_CHECKPOINT, num_clips=num_clips)
+        """init: a t2i pipeline (inflated here), a t2v pipeline (trained further, its VideoVAE kept), or None."""
+        pretrained = TextToVideoPipeline.from_pretrained(init) if init is not None else None
+        super().__init__(vae=pretrained.vae if pretrained else VAE_CHECKPOINT, num_clips=num_clips)
         num_frames = self.clips["latents"].shape[1]
-        if image is None:  # the from-scratch ablation: no image-pretrained 2D weights
+        self.videovae = pretrained.videovae if pretrained else None
+        if pretrained is None:  # the from-scratch ablation: no image-pretrained 2D weights
             c = self.vae.config.latent_channels
             unet = UNet2D(UNetConfig.preset(preset, in_channels=c, out_channels=c, context_dim=self.text.dim))
+            self.model = VideoUNet.from_unet2d(unet, num_frames, **video_options)
+        elif pretrained.is_video:
+            if video_options:
+                raise ValueError(f"{init} is a t2v pipeline: its architecture is fixed, drop {sorted(video_options)}")
+            self.model = pretrained.unet.train()
         else:
-            unet = image.unet
-        self.model = VideoUNet.from_unet2d(unet, num_frames, **video_options)
-        self.new_lr_scale = new_lr_scale if image is not None else 1.0
+            self.model = VideoUNet.from_unet2d(pretrained.unet, num_frames, **video_options)
+        self.new_lr_scale = new_lr_scale if pretrained is not None else 1.0
         self.fps = torch.full((1,), DEFAULT_FPS)
 
     def param_groups(self, model: VideoUNet, lr: float) -> list[dict]:

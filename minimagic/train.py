@@ -120,11 +120,12 @@ def train(stage, cfg: TrainConfig, run_dir: str | Path, save=None, resume: bool 
         for group, base_lr in zip(optimizer.param_groups, base_lrs, strict=True):
             group["lr"] = base_lr * min(1.0, step / max(cfg.warmup, 1))  # linear warm-up
         total = 0.0
-        for _ in range(cfg.grad_accum):
+        for micro_batch in range(cfg.grad_accum):
             batch = distributed.shard(stage.batch(cfg.batch_size, generator))  # this rank's part of the batch
             batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                loss = loss_fn(batch, generator) / cfg.grad_accum
+                noise = distributed.loss_generator(generator, step, micro_batch)  # per rank under torchrun
+                loss = loss_fn(batch, noise) / cfg.grad_accum
             scaler.scale(loss).backward()
             total += loss.item()
         total = distributed.mean(total, device)  # the global batch's loss

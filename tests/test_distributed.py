@@ -87,6 +87,31 @@ def test_batch_must_split_evenly_over_the_processes(tmp_path):
     assert "batch_size 3 must be divisible by the 2 torchrun processes" in result.stderr
 
 
+LOSS_NOISE = textwrap.dedent('''
+    import torch, torch.distributed as dist
+    from minimagic import distributed
+
+    dist.init_process_group("gloo")
+    run = torch.Generator().manual_seed(0)
+    noise = torch.randn(3, generator=distributed.loss_generator(run, step=1))
+    batch = torch.randn(3, generator=run)  # the run's generator was left alone: the same batch on every rank
+    gathered = [torch.zeros(6) for _ in range(2)]
+    dist.all_gather(gathered, torch.cat([noise, batch]))
+    if dist.get_rank() == 0:
+        assert not torch.equal(gathered[0][:3], gathered[1][:3]), "loss noise must differ between ranks"
+        assert torch.equal(gathered[0][3:], gathered[1][3:]), "batches must agree"
+        assert torch.equal(batch, torch.randn(3, generator=torch.Generator().manual_seed(0)))
+        print("ok")
+    dist.destroy_process_group()
+''')
+
+
+def test_ranks_draw_independent_loss_noise_and_the_same_batches(tmp_path):
+    script = tmp_path / "noise.py"
+    script.write_text(LOSS_NOISE)
+    assert "ok" in launch(torchrun(str(script)), tmp_path).stdout
+
+
 def test_without_torchrun_nothing_is_distributed(monkeypatch):
     from minimagic import distributed
 
@@ -95,3 +120,5 @@ def test_without_torchrun_nothing_is_distributed(monkeypatch):
     assert (device.type, rank, world_size) == ("cpu", 0, 1) and distributed.is_main()
     batch = {"x": torch.arange(6)}
     assert distributed.shard(batch) is batch
+    generator = torch.Generator()
+    assert distributed.loss_generator(generator, step=3) is generator  # one process: the run's own generator

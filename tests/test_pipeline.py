@@ -93,6 +93,12 @@ def test_stages_train_save_and_chain(tmp_path):
     t2v.save(train(t2v, TrainConfig(**options), tmp_path / "runs" / "t2v"), tmp_path / "t2v", "test")
     assert json.loads((tmp_path / "t2v" / "config.json").read_text())["stage"] == "t2v"
 
+    more = TextToVideoStage("tiny", init=tmp_path / "t2v", num_clips=8)  # a t2v pipeline trains further
+    saved = TextToVideoPipeline.from_pretrained(tmp_path / "t2v").unet.state_dict()
+    assert all(torch.equal(v, saved[k]) for k, v in more.model.state_dict().items())
+    with pytest.raises(ValueError, match="architecture is fixed"):
+        TextToVideoStage("tiny", init=tmp_path / "t2v", num_clips=8, use_adaptor=False)
+
     out = tmp_path / "seven.gif"
     main(["generate", "--prompt", "the digit seven moves left", "--checkpoint", str(tmp_path / "t2v"),
           "--steps", "2", "--out", str(out)])
