@@ -46,8 +46,10 @@ def generate_command(args: argparse.Namespace) -> None:
 
     from minimagic.pipeline import TextToVideoPipeline
     from minimagic.train import pick_device
-    from minimagic.video import save_video
+    from minimagic.video import WRITE_FORMATS, save_video
 
+    if Path(args.out).suffix.lower() not in WRITE_FORMATS:  # before minutes of sampling, not after
+        raise ValueError(f"--out {args.out}: the video must be one of {', '.join(WRITE_FORMATS)}")
     pipe = TextToVideoPipeline.from_pretrained(args.checkpoint, device=pick_device(args.device))
     kind = "text-to-video" if pipe.is_video else "text-to-image (no text-to-video checkpoint yet: one frame)"
     print(f"{kind} model from {args.checkpoint or 'the shipped checkpoint'}")

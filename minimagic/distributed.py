@@ -72,7 +72,7 @@ def loss_generator(generator: torch.Generator, step: int, micro_batch: int = 0) 
     and the run's generator, which draws the batches, is left alone, so it stays in step on every rank."""
     if not dist.is_initialized():
         return generator
-    # a mixed-radix number in (seed, step, micro-batch, rank): one seed per draw site, none shared between ranks
+    # mixes (seed, step, micro-batch, rank) with distinct prime factors: in practice one seed per draw and rank
     seed = ((generator.initial_seed() * 1_000_003 + step) * 1_009 + micro_batch) * 1_031 + dist.get_rank()
     return torch.Generator().manual_seed(seed % 2**63)
 

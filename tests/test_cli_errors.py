@@ -1,0 +1,31 @@
+"""Every entry point fails on bad input with one clear line (exit code 2), never a traceback."""
+
+import pytest
+
+from minimagic.__main__ import main
+from minimagic.data import DATA_DIR
+
+T2V = str(DATA_DIR / "checkpoints" / "t2v-moving-digits")
+VAE = str(DATA_DIR / "checkpoints" / "vae-moving-digits")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["generate", "--prompt", "the digit one moves up", "--num-frames", "99"], "num_frames must be in [1, 8]"),
+    (["generate", "--prompt", "the digit one moves up", "--guidance", "-1"], "guidance_scale must be in [0, 50]"),
+    (["generate", "--prompt", "the digit one moves up", "--steps", "0"], "num_steps"),
+    (["generate", "--prompt", "the digit one moves up", "--checkpoint", VAE], "holds a 'vae' checkpoint"),
+    (["generate", "--prompt", "x", "--out", "clip.avi"], "--out clip.avi: the video must be one of .gif, .mp4"),
+    (["evaluate", "--checkpoint", "no/such/folder"], "checkpoint folder not found"),
+    (["train", "t2i", "--preset", "huge", "--steps", "1"], "unknown UNet preset 'huge'"),
+    (["train", "t2v", "--init", VAE, "--steps", "1"], "holds a 'vae' checkpoint"),
+    (["train", "videovae", "--init", T2V, "--steps", "1"], "holds a 't2v' checkpoint"),
+    (["train", "vae", "--steps", "0"], "steps, batch_size, grad_accum must be >= 1"),
+    (["train", "vae", "--resume", "no/such/run"], "no/such/run"),
+])
+def test_bad_input_is_one_clear_line(argv, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2
+    assert err.startswith("error:") and "\n" not in err and message in err, err
