@@ -64,7 +64,8 @@ def evaluate_command(args: argparse.Namespace) -> None:
 
     from minimagic.evaluate import evaluate
 
-    options = {k: v for k, v in (("num_videos", args.num_videos), ("per_digit", args.per_digit)) if v is not None}
+    given = (("num_videos", args.num_videos), ("per_digit", args.per_digit), ("guidance_scale", args.guidance))
+    options = {k: v for k, v in given if v is not None}
     results = evaluate(args.checkpoint, out=args.out, seed=args.seed, **options)
     print(json.dumps(results, indent=2))
 
@@ -103,6 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     ev.add_argument("--checkpoint", required=True)
     ev.add_argument("--num-videos", type=int, help="t2v: clips to generate (default 100)")
     ev.add_argument("--per-digit", type=int, help="t2i: images per digit and guidance scale (default 50)")
+    ev.add_argument("--guidance", type=float, help="t2v: classifier-free guidance scale (default 4)")
     ev.add_argument("--seed", type=int, default=1, help="seed of prompts and noise (training never uses 1)")
     ev.add_argument("--out", help="write OUT.json and OUT.md")
     ev.set_defaults(func=evaluate_command)
