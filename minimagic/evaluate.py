@@ -116,6 +116,7 @@ def evaluate(directory: str | Path, out: str | Path | None = None, **options) ->
     if out is not None:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
-        out.with_suffix(".md").write_text(markdown(directory.name, results))
+        base = str(out.with_suffix("")) if out.suffix in (".json", ".md") else str(out)  # keeps "t2v-guidance7.5"
+        Path(f"{base}.json").write_text(json.dumps(results, indent=2) + "\n")
+        Path(f"{base}.md").write_text(markdown(directory.name, results))
     return results

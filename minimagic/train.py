@@ -151,8 +151,8 @@ def train(stage, cfg: TrainConfig, run_dir: str | Path, save=None, resume: bool 
             stage.preview((ema or model).eval(), run_dir / f"preview_{step:06d}.png", torch.Generator())
             model.train()
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+            write_log(rows, run_dir)  # first: a kill between the two leaves extra log rows, which resume drops
             save_train_state(run_dir, step, model, ema, optimizer, generator, cfg)
-            write_log(rows, run_dir)
             if save is not None:
                 save((ema or model).eval(), step)
                 model.train()

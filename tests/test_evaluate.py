@@ -35,7 +35,8 @@ def test_evaluate_each_stage_writes_json_and_markdown(checkpoints, tmp_path):
     t2i = evaluate(checkpoints / "t2i", per_digit=1, steps=2, guidance_scales=(1.0, 2.0))
     assert set(t2i["accuracy"]) == {"1.0", "2.0"} and all(0 <= a <= 1 for a in t2i["accuracy"].values())
 
-    t2v = evaluate(checkpoints / "t2v", num_videos=3, steps=2)
+    t2v = evaluate(checkpoints / "t2v", num_videos=3, steps=2, guidance_scale=7.5, out=tmp_path / "t2v-guidance7.5")
+    assert json.loads((tmp_path / "t2v-guidance7.5.json").read_text())["guidance_scale"] == 7.5  # not "t2v-guidance7"
     for key in ("digit_accuracy", "direction_accuracy", "identity_consistency", "seconds_per_clip"):
         assert key in t2v
     assert t2v["digit_accuracy"] < 0.5  # random weights draw no digits
