@@ -61,6 +61,7 @@ class TextToImageStage(LatentDiffusionStage):
     name = "t2i"
 
     def __init__(self, preset: str = "toy", init: str | Path = VAE_CHECKPOINT, num_clips: int = 6000):
+        UNetConfig.preset(preset)  # an unknown preset fails now, not after minutes of encoding clips
         super().__init__(vae=init, num_clips=num_clips)
         c = self.vae.config.latent_channels
         self.model = UNet2D(UNetConfig.preset(preset, in_channels=c, out_channels=c, context_dim=self.text.dim))
@@ -88,6 +89,7 @@ class TextToVideoStage(LatentDiffusionStage):
     def __init__(self, preset: str = "toy", init: str | Path | None = T2I_CHECKPOINT, num_clips: int = 6000,
                  new_lr_scale: float = 5.0, **video_options):
         """init: a t2i pipeline (inflated here), a t2v pipeline (trained further, its VideoVAE kept), or None."""
+        UNetConfig.preset(preset)  # an unknown preset fails now, not after minutes of encoding clips
         pretrained = TextToVideoPipeline.from_pretrained(init) if init is not None else None
         super().__init__(vae=pretrained.vae if pretrained else VAE_CHECKPOINT, num_clips=num_clips)
         num_frames = self.clips["latents"].shape[1]

@@ -29,3 +29,16 @@ def test_bad_input_is_one_clear_line(argv, message, tmp_path, monkeypatch, capsy
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2
     assert err.startswith("error:") and "\n" not in err and message in err, err
+
+
+@pytest.mark.parametrize("stage", ["t2i", "t2v"])
+def test_an_unknown_preset_fails_before_the_clips_are_encoded(stage, monkeypatch, capsys):
+    import minimagic.stages
+
+    def no_encoding(*args, **kwargs):
+        raise AssertionError("the clips were encoded before the preset was checked")
+
+    monkeypatch.setattr(minimagic.stages, "encode_clips", no_encoding)
+    with pytest.raises(SystemExit):
+        main(["train", stage, "--preset", "huge", "--steps", "1"])
+    assert "unknown UNet preset 'huge'" in capsys.readouterr().err
