@@ -23,7 +23,7 @@ def classifier():
 def test_every_checkpoint_records_the_command_that_made_it():
     for folder in ("vae-moving-digits", "t2i-moving-digits", "t2v-moving-digits", "videovae-moving-digits"):
         meta = json.loads((CHECKPOINTS / folder / "config.json").read_text())
-        assert meta["command"].split()[:4] in (["python", "-m", "minimagic", "train"],), folder
+        assert meta["command"].split()[:4] == ["python", "-m", "minimagic", "train"], folder
         assert (CHECKPOINTS / folder / "model.safetensors").stat().st_size < 16 * 2**20, folder
 
 
