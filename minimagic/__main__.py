@@ -55,8 +55,10 @@ def generate_command(args: argparse.Namespace) -> None:
     print(f"{kind} model from {args.checkpoint or 'the shipped checkpoint'}")
     generator = torch.Generator().manual_seed(args.seed)
     video = pipe([args.prompt], num_frames=args.num_frames, num_inference_steps=args.steps,
-                 guidance_scale=args.guidance, generator=generator, progress=True)[0]  # (F, C, H, W)
-    print(f"wrote {save_video(video, args.out, fps=args.fps)}: {tuple(video.shape)} for {args.prompt!r}")
+                 guidance_scale=args.guidance, generator=generator, progress=True,
+                 interpolate=args.interpolate)[0]  # (F, C, H, W)
+    fps = args.fps or 8.0 * (args.interpolate + 1)  # interpolated clips play the keyframes at the same pace
+    print(f"wrote {save_video(video, args.out, fps=fps)}: {tuple(video.shape)} for {args.prompt!r}")
 
 
 def evaluate_command(args: argparse.Namespace) -> None:
@@ -73,11 +75,11 @@ def evaluate_command(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m minimagic", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    tr = commands.add_parser("train", help="train one stage (vae, t2i, t2v, videovae)")
-    tr.add_argument("stage", choices=["vae", "t2i", "t2v", "videovae"])
+    tr = commands.add_parser("train", help="train one stage (vae, t2i, t2v, videovae, interp)")
+    tr.add_argument("stage", choices=["vae", "t2i", "t2v", "videovae", "interp"])
     tr.add_argument("--preset", help="model size preset: tiny, toy (default) or base")
     tr.add_argument("--init", help="checkpoint folder to start from (t2v: a t2i pipeline, or a t2v one to "
-                    "train further; videovae: a vae)")
+                    "train further; videovae: a vae; interp: a t2v pipeline)")
     tr.add_argument("--temporal-weight", type=float, help="videovae: weight w of the frame-difference loss term")
     tr.add_argument("--out", help="where to save the final checkpoint (default RUN_DIR/checkpoint)")
     tr.add_argument("--run-dir", help="folder for logs and previews (default runs/STAGE)")
@@ -97,10 +99,12 @@ def main(argv: list[str] | None = None) -> None:
     gen.add_argument("--steps", type=int, default=25, help="DDIM steps")
     gen.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance scale")
     gen.add_argument("--num-frames", type=int, help="frames to generate (default: as trained)")
-    gen.add_argument("--fps", type=float, default=8.0, help="frame rate of the written file")
+    gen.add_argument("--interpolate", type=int, default=0, metavar="K",
+                     help="fill K frames between neighbouring keyframes with the shipped interpolation model")
+    gen.add_argument("--fps", type=float, help="frame rate of the written file (default 8, times K + 1)")
     gen.add_argument("--device", default="auto")
     gen.set_defaults(func=generate_command)
-    ev = commands.add_parser("evaluate", help="measure a checkpoint (vae, t2i or t2v)")
+    ev = commands.add_parser("evaluate", help="measure a checkpoint (vae, t2i, t2v, videovae or interp)")
     ev.add_argument("--checkpoint", required=True)
     ev.add_argument("--num-videos", type=int, help="t2v: clips to generate (default 100)")
     ev.add_argument("--per-digit", type=int, help="t2i: images per digit and guidance scale (default 50)")

@@ -5,7 +5,9 @@ t2i: for "the digit <k>", the fraction of generated images the digit classifier 
      scale;
 t2v: for random "the digit <k> moves <direction>" prompts and seeds that training never used, the fraction
      of frames showing digit <k>, of clips moving in the captioned direction, and of clips whose digit keeps
-     its identity in every frame.
+     its identity in every frame;
+videovae: flicker and PSNR of held-out clips decoded frame by frame vs by the VideoVAE;
+interp: in-between frames of held-out clips generated from their first and last frame, vs linear blending.
 Results are written as JSON and as a Markdown table.
 """
 
@@ -17,8 +19,10 @@ import torch
 
 from minimagic import checkpoint
 from minimagic.data import DIRECTION_NAMES, MovingDigits, caption_for
-from minimagic.metrics import DigitClassifier, background_flicker, flicker, psnr, video_scores
+from minimagic.interpolation import FrameInterpolator
+from minimagic.metrics import DigitClassifier, background_flicker, centroid_path, flicker, psnr, video_scores
 from minimagic.pipeline import CHECKPOINTS, TextToVideoPipeline
+from minimagic.text import TextEncoder
 from minimagic.vae import VAE
 from minimagic.videovae import VideoVAE
 
@@ -96,7 +100,44 @@ def evaluate_videovae(directory: Path, num_videos: int = 100, seed: int = 1, ste
     return results
 
 
-EVALUATORS = {"vae": evaluate_vae, "t2i": evaluate_t2i, "t2v": evaluate_t2v, "videovae": evaluate_videovae}
+@torch.no_grad()
+def evaluate_interp(directory: Path, num_videos: int = 100, seed: int = 1, steps: int = 25, num_between: int = 3,
+                    gaps: tuple[float, ...] = (3.0, 12.0), **_) -> dict:
+    """Per keyframe gap (pixels the digit moves from the first to the last frame): the interpolator vs linear
+    blending x_j = (1 - a) x_0 + a x_{k+1}, a = j / (k + 1), on the k in-between frames of held-out clips:
+    PSNR, the digit classifier's accuracy on the middle frame, and the mean distance (px) of each frame's
+    centroid from the true one."""
+    meta = checkpoint.load_meta(directory, "interp")
+    model, vae = FrameInterpolator.from_pretrained(directory), VAE.from_pretrained(Path(directory) / "vae")
+    text = TextEncoder(meta["text_encoder"], max_length=meta["max_length"])
+    classifier = DigitClassifier.from_pretrained()
+    k, results = num_between, {"held_out_clips": num_videos, "in_between_frames": num_between, "ddim_steps": steps}
+    a = (torch.arange(1, k + 1) / (k + 1))[None, :, None, None, None]  # (1, k, 1, 1, 1)
+    for gap in gaps:
+        data = MovingDigits("test", num_frames=k + 2, speed=gap / (k + 1), length=num_videos, seed=seed)
+        items = [data[i] for i in range(num_videos)]
+        video = torch.stack([item["video"] for item in items])  # (N, k + 2, 1, H, W)
+        digits = torch.tensor([item["digit"] for item in items])  # (N,)
+        context, _ = text.encode([item["caption"] for item in items])  # (N, L, D)
+        keyframes, generator = vae.encode_video(video[:, [0, -1]]), torch.Generator().manual_seed(seed)
+        latents = torch.cat([model.interpolate(pair, k, ctx, steps, generator)
+                             for pair, ctx in zip(keyframes.split(50), context.split(50), strict=True)])
+        truth = video[:, 1:-1]  # (N, k, 1, H, W)
+        candidates = {"interpolated": vae.decode_video(latents[:, 1:-1]).clamp(-1, 1),
+                      "blend": (1 - a) * video[:, :1] + a * video[:, -1:]}
+        row = {}
+        for name, frames in candidates.items():
+            row[f"{name}_psnr_db"] = round(psnr(frames.flatten(0, 1), truth.flatten(0, 1))[1], 2)
+            middle = classifier(frames[:, (k + 2) // 2 - 1]).argmax(-1)  # the middle frame of the clip
+            row[f"{name}_middle_digit_accuracy"] = round((middle == digits).float().mean().item(), 4)
+            error = (centroid_path(frames) - centroid_path(truth)).norm(dim=-1)  # (N, k) pixels
+            row[f"{name}_centroid_error_px"] = round(error.mean().item(), 3)
+        results[f"gap {gap:g} px"] = row
+    return results
+
+
+EVALUATORS = {"vae": evaluate_vae, "t2i": evaluate_t2i, "t2v": evaluate_t2v, "videovae": evaluate_videovae,
+              "interp": evaluate_interp}
 
 
 def markdown(name: str, results: dict) -> str:

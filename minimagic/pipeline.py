@@ -5,7 +5,8 @@
 
 A pipeline folder holds the denoiser (`model.safetensors` + `config.json`), its VAE (`vae/`), optionally a
 VideoVAE decoder (`videovae/`, digest §5) that then decodes instead of the VAE, and the name of its text
-encoder, so `TextToVideoPipeline.from_pretrained(dir)` needs nothing else. A folder made by the
+encoder, so `TextToVideoPipeline.from_pretrained(dir)` needs nothing else. `interpolate=k` adds the paper's
+second stage: the shipped FrameInterpolator (interpolation.py) fills in k frames between keyframes. A folder made by the
 t2i stage holds an image U-Net: the pipeline then makes one-frame "videos" (B, 1, C, H, W).
 """
 
@@ -18,6 +19,8 @@ from minimagic import checkpoint
 from minimagic.data import DATA_DIR
 from minimagic.diffusion import DiffusionConfig, GaussianDiffusion
 from minimagic.guidance import classifier_free_guidance
+from minimagic.interpolation import FrameInterpolator
+from minimagic.latents import fingerprint
 from minimagic.text import TextEncoder, default_model_path
 from minimagic.unet import UNet2D, UNetConfig
 from minimagic.vae import VAE
@@ -26,6 +29,7 @@ from minimagic.videovae import VideoVAE
 
 CHECKPOINTS = DATA_DIR / "checkpoints"
 DEFAULT_FPS = 8.0  # frame rate v of the Moving-MNIST clips (one sampled frame per generated frame)
+INTERPOLATOR = CHECKPOINTS / "interp-moving-digits"
 
 
 def default_checkpoint() -> Path:
@@ -42,6 +46,7 @@ class TextToVideoPipeline:
     def __init__(self, unet: UNet2D | VideoUNet, vae: VAE, text_encoder: TextEncoder,
                  diffusion: GaussianDiffusion | None = None, image_size: int = 64, videovae: VideoVAE | None = None):
         self.unet, self.vae, self.text_encoder, self.videovae = unet, vae, text_encoder, videovae
+        self.interpolator: FrameInterpolator | None = None  # loaded on the first `interpolate=k` call
         self.diffusion = diffusion or GaussianDiffusion(DiffusionConfig())
         self.is_video = isinstance(unet, VideoUNet)
         self.image_size = image_size  # frames are image_size x image_size pixels
@@ -53,7 +58,7 @@ class TextToVideoPipeline:
         return next(self.unet.parameters()).device
 
     def to(self, device: torch.device | str) -> "TextToVideoPipeline":
-        for part in (self.unet, self.vae, self.text_encoder, self.diffusion, self.videovae):
+        for part in (self.unet, self.vae, self.text_encoder, self.diffusion, self.videovae, self.interpolator):
             if part is not None:
                 part.to(device)
         return self
@@ -62,10 +67,11 @@ class TextToVideoPipeline:
     def __call__(self, prompts: list[str] | str, num_frames: int | None = None, num_inference_steps: int = 25,
                  guidance_scale: float = 4.0, eta: float = 0.0, fps: float = DEFAULT_FPS,
                  generator: torch.Generator | None = None, progress: bool = False,
-                 return_latents: bool = False, decoder: str = "auto") -> torch.Tensor:
+                 return_latents: bool = False, decoder: str = "auto", interpolate: int = 0) -> torch.Tensor:
         """Videos (B, F, C, H, W) in [-1, 1] (or their latents (B, F, c, h, w)) for B prompts; F defaults
         to the frames the model was trained on. `decoder`: "vae" (frame by frame), "videovae", or "auto"
-        (the VideoVAE when the pipeline has one)."""
+        (the VideoVAE when the pipeline has one and the clip fits it). `interpolate=k` fills k frames into
+        every gap between the F keyframes: F + (F - 1) k frames."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         max_frames = self.unet.num_frames if self.is_video else 1
         num_frames = max_frames if num_frames is None else num_frames
@@ -77,6 +83,9 @@ class TextToVideoPipeline:
             raise ValueError("give at least one prompt")
         if decoder not in ("auto", "vae", "videovae") or (decoder == "videovae" and self.videovae is None):
             raise ValueError(f"decoder must be 'auto', 'vae' or 'videovae' (if the pipeline has one), got {decoder!r}")
+        if interpolate and (not self.is_video or num_frames < 2):
+            raise ValueError(f"interpolate={interpolate} needs a text-to-video model and num_frames >= 2")
+        interpolator = self.frame_interpolator(interpolate) if interpolate else None
         self.unet.eval()
         device, B = self.device, len(prompts)
         context, _ = self.text_encoder.encode(prompts)  # (B, L, D)
@@ -91,14 +100,31 @@ class TextToVideoPipeline:
         latents = self.diffusion.to(device).sample(denoise, shape, num_inference_steps, eta=eta,
                                                    generator=generator, device=device, progress=progress)
         latents = latents if self.is_video else latents.unsqueeze(1)  # (B, F, c, h, w)
+        if interpolator is not None:  # (B, F + (F - 1) k, c, h, w)
+            latents = interpolator.interpolate_video(latents, interpolate, context.to(device), num_inference_steps,
+                                                     generator)
         if return_latents:
             return latents
         return self.decode(latents, decoder)
 
     def decode(self, latents: torch.Tensor, decoder: str = "auto") -> torch.Tensor:
         """Latents (B, F, c, h, w) -> frames (B, F, C, H, W) in [-1, 1] with the chosen decoder."""
-        use_videovae = self.videovae is not None and decoder != "vae"
+        fits = self.videovae is not None and latents.shape[1] <= self.videovae.config.num_frames
+        use_videovae = decoder == "videovae" or (decoder == "auto" and fits)
         return (self.videovae if use_videovae else self.vae).decode_video(latents).clamp(-1, 1)
+
+    def frame_interpolator(self, num_between: int) -> FrameInterpolator:
+        """The shipped FrameInterpolator, checked against this pipeline's VAE latents and against k."""
+        if self.interpolator is None:
+            meta = checkpoint.load_meta(INTERPOLATOR, "interp")
+            if fingerprint(VAE.from_pretrained(INTERPOLATOR / "vae")) != fingerprint(self.vae):
+                raise ValueError(f"{INTERPOLATOR} was trained on the latents of another VAE than this pipeline's")
+            if meta["config"]["video_unet"]["unet"]["context_dim"] != self.text_encoder.dim:
+                raise ValueError(f"{INTERPOLATOR} was trained with another text encoder than this pipeline's")
+            self.interpolator = FrameInterpolator.from_pretrained(INTERPOLATOR).to(self.device)
+        if not 1 <= num_between <= self.interpolator.max_between:
+            raise ValueError(f"interpolate must be in [1, {self.interpolator.max_between}], got {num_between}")
+        return self.interpolator
 
     def save_pretrained(self, directory: str | Path, stage: str | None = None, **info) -> Path:
         """Weights in float16 (a few MB), the configs to rebuild everything, the VAE in `vae/`."""

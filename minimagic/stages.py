@@ -3,7 +3,8 @@
 vae: the frame autoencoder whose latent space everything else lives in (digest §1; vae_stages.py);
 t2i: the text-to-image latent U-Net whose 2D weights MagicVideo reuses (digest §4);
 t2v: that U-Net inflated to video with adaptors and directed temporal attention (digest §2-3);
-videovae: the VideoVAE decoder that removes frame-to-frame dithering (digest §5; vae_stages.py).
+videovae: the VideoVAE decoder that removes frame-to-frame dithering (digest §5; vae_stages.py);
+interp: the frame interpolation model that fills in frames between keyframes (digest §1; interp_stage.py).
 Each stage gives `train.train` a model, batches, a loss, a preview and a `save`.
 """
 
@@ -15,6 +16,7 @@ from torchvision.utils import save_image
 from minimagic.data import DATA_DIR, caption_for
 from minimagic.diffusion import DiffusionConfig, GaussianDiffusion
 from minimagic.guidance import drop_condition
+from minimagic.interp_stage import InterpolationStage
 from minimagic.latents import captions, encode_clips
 from minimagic.pipeline import DEFAULT_FPS, TextToVideoPipeline
 from minimagic.text import TextEncoder
@@ -129,4 +131,5 @@ class TextToVideoStage(LatentDiffusionStage):
 
 STAGES = {
     "vae": VAEStage, "t2i": TextToImageStage, "t2v": TextToVideoStage, "videovae": VideoVAEStage,
+    "interp": InterpolationStage,
 }
