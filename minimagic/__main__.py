@@ -15,7 +15,9 @@ def train_command(args: argparse.Namespace) -> None:
     from minimagic.stages import STAGES
     from minimagic.train import train
 
-    given = (("preset", args.preset), ("init", args.init), ("temporal_weight", args.temporal_weight))
+    given = (("preset", args.preset), ("init", args.init), ("temporal_weight", args.temporal_weight),
+             ("data", args.data), ("data_root", args.data_root), ("split_file", args.split_file),
+             ("sd_vae", args.sd_vae), ("text_encoder", args.text_encoder))
     stage_options = {name: value for name, value in given if value is not None}
     accepted = inspect.signature(STAGES[args.stage]).parameters
     if unknown := [f"--{name.replace('_', '-')}" for name in stage_options if name not in accepted]:
@@ -78,6 +80,14 @@ def main(argv: list[str] | None = None) -> None:
     tr.add_argument("--preset", help="model size preset: tiny, toy (default) or base")
     tr.add_argument("--init", help="checkpoint folder to start from (t2v: a t2i pipeline, or a t2v one to "
                     "train further; videovae: a vae)")
+    tr.add_argument("--data", help="training data: moving-digits (default), or ucf10 / ucf10-256 (UCF-101 "
+                    "subsets, with --data-root; see minimagic/videofolder.py)")
+    tr.add_argument("--data-root", help="the video folder: ROOT/<ClassName>/*.avi, e.g. the unpacked UCF-101")
+    tr.add_argument("--split-file", help="only the videos listed in this file, e.g. ucfTrainTestlist/trainlist01.txt")
+    tr.add_argument("--sd-vae", help="t2i: Stable Diffusion's VAE, a folder holding diffusers-format vae/ weights "
+                    "(instead of --init; needed by --preset base)")
+    tr.add_argument("--text-encoder", help="t2i: a Hugging Face text encoder folder (--preset base: a CLIP one, "
+                    "e.g. openai/clip-vit-large-patch14)")
     tr.add_argument("--temporal-weight", type=float, help="videovae: weight w of the frame-difference loss term")
     tr.add_argument("--out", help="where to save the final checkpoint (default RUN_DIR/checkpoint)")
     tr.add_argument("--run-dir", help="folder for logs and previews (default runs/STAGE)")

