@@ -3,8 +3,9 @@
 MagicVideo runs at 256x256 in the latent space of Stable Diffusion's VAE (factor 8, 4 latent channels,
 latents scaled by 0.18215: 256x256 frames -> 4x32x32) and conditions on CLIP's per-token text features
 (ViT-L/14: 77 tokens of D = 768) (digest §1). Neither set of weights can be shipped or downloaded here:
-pass folders, e.g. made with `huggingface-cli download runwayml/stable-diffusion-v1-5 --include 'vae/*'
---local-dir sd15` and `huggingface-cli download openai/clip-vit-large-patch14 --local-dir clip`. With
+pass folders, e.g. made with `huggingface-cli download stabilityai/sd-vae-ft-mse --local-dir sd-vae` (or the
+`vae/` of a Stable Diffusion v1 repository) and `huggingface-cli download openai/clip-vit-large-patch14
+--local-dir clip`. With
 internet access a Hub name (`stabilityai/sd-vae-ft-mse`, `openai/clip-vit-large-patch14`) works too.
 """
 
@@ -14,9 +15,9 @@ from pathlib import Path
 from minimagic.text import TextEncoder
 from minimagic.vae import VAE
 
-VAE_HINT = ("supply a folder holding Stable Diffusion's VAE in the diffusers format (vae/config.json and "
-            "vae/diffusion_pytorch_model.safetensors), e.g. from `huggingface-cli download "
-            "runwayml/stable-diffusion-v1-5 --include 'vae/*' --local-dir sd15`")
+VAE_HINT = ("supply a folder holding Stable Diffusion's VAE in the diffusers format ([vae/]config.json and "
+            "[vae/]diffusion_pytorch_model.safetensors), e.g. from `huggingface-cli download "
+            "stabilityai/sd-vae-ft-mse --local-dir sd-vae`")
 CLIP_HINT = ("supply a folder holding a CLIP text encoder and its tokenizer in the Hugging Face format, e.g. "
              "from `huggingface-cli download openai/clip-vit-large-patch14 --local-dir clip`")
 CLIP_MAX_LENGTH = 77  # Stable Diffusion's text context: 77 CLIP tokens
