@@ -18,8 +18,8 @@ from minimagic.vae import VAE
 VAE_HINT = ("supply a folder holding Stable Diffusion's VAE in the diffusers format ([vae/]config.json and "
             "[vae/]diffusion_pytorch_model.safetensors), e.g. from `huggingface-cli download "
             "stabilityai/sd-vae-ft-mse --local-dir sd-vae`")
-CLIP_HINT = ("supply a folder holding a CLIP text encoder and its tokenizer in the Hugging Face format, e.g. "
-             "from `huggingface-cli download openai/clip-vit-large-patch14 --local-dir clip`")
+TEXT_HINT = ("supply a folder holding a Hugging Face text encoder and its tokenizer (for the base preset a CLIP "
+             "one, e.g. from `huggingface-cli download openai/clip-vit-large-patch14 --local-dir clip`)")
 CLIP_MAX_LENGTH = 77  # Stable Diffusion's text context: 77 CLIP tokens
 
 
@@ -63,15 +63,20 @@ def load_sd_vae(name_or_path: str | Path) -> VAE:
     )
 
 
-def load_clip(name_or_path: str | Path, max_length: int = CLIP_MAX_LENGTH) -> TextEncoder:
-    """tau(y) = CLIP's text transformer: context (B, 77, D), D = 768 for openai/clip-vit-large-patch14."""
+def load_text_encoder(name_or_path: str | Path, max_length: int = 16) -> TextEncoder:
+    """tau(y) from a Hugging Face folder (or Hub name), with a one-line error when it is not there."""
     path = Path(name_or_path)
     if path.exists() and not (path / "config.json").is_file():
-        raise FileNotFoundError(f"no Hugging Face model in {path}: {CLIP_HINT}")
+        raise FileNotFoundError(f"no Hugging Face model in {path}: {TEXT_HINT}")
     try:
-        text = TextEncoder(str(name_or_path), max_length=max_length)
+        return TextEncoder(str(name_or_path), max_length=max_length)
     except OSError:  # not a folder, and no Hub access (or no such model)
-        raise FileNotFoundError(f"text encoder folder not found: {name_or_path}; {CLIP_HINT}") from None
+        raise FileNotFoundError(f"text encoder folder not found: {name_or_path}; {TEXT_HINT}") from None
+
+
+def load_clip(name_or_path: str | Path) -> TextEncoder:
+    """tau(y) = CLIP's text transformer: context (B, 77, D), D = 768 for openai/clip-vit-large-patch14."""
+    text = load_text_encoder(name_or_path, max_length=CLIP_MAX_LENGTH)
     if not text.model.config.model_type.startswith("clip"):
-        raise ValueError(f"{name_or_path} holds a {text.model.config.model_type!r} model, not CLIP: {CLIP_HINT}")
+        raise ValueError(f"{name_or_path} holds a {text.model.config.model_type!r} model, not CLIP: {TEXT_HINT}")
     return text

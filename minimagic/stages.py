@@ -18,7 +18,7 @@ from minimagic.data import DATA_DIR
 from minimagic.diffusion import DiffusionConfig, GaussianDiffusion
 from minimagic.guidance import drop_condition
 from minimagic.pipeline import TextToVideoPipeline
-from minimagic.pretrained import load_clip, load_sd_vae
+from minimagic.pretrained import load_clip, load_sd_vae, load_text_encoder
 from minimagic.stage_data import MOVING_DIGITS, latent_clips, open_folder
 from minimagic.text import TextEncoder
 from minimagic.unet import UNet2D, UNetConfig
@@ -80,7 +80,10 @@ class TextToImageStage(LatentDiffusionStage):
             raise ValueError("the base preset runs on Stable Diffusion's VAE and a CLIP text encoder: "
                              "pass --sd-vae FOLDER and --text-encoder FOLDER (see minimagic/pretrained.py)")
         folder = open_folder(data, data_root, split_file)
-        text = load_clip(text_encoder) if preset == "base" else TextEncoder(text_encoder) if text_encoder else None
+        if preset == "base":
+            text = load_clip(text_encoder)
+        else:
+            text = load_text_encoder(text_encoder) if text_encoder else None
         super().__init__(vae=load_sd_vae(sd_vae) if sd_vae else init, num_clips=num_clips, folder=folder, text=text)
         c = self.vae.config.latent_channels
         self.model = UNet2D(UNetConfig.preset(preset, in_channels=c, out_channels=c, context_dim=self.text.dim))

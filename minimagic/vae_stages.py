@@ -31,10 +31,9 @@ class VAEStage:
         if folder is None:
             self.frames = MovingDigits("train", image_mode=True, length=1_000_000, mnist_root=mnist_root)
             self.held_out = MovingDigits("test", image_mode=True, length=16, mnist_root=mnist_root)
-        else:  # no held-out split: the preview shows 16 training frames spread over the folder
+        else:  # no held-out split: the preview shows 16 (shuffled) training frames
             self.frames = FolderFrames(folder)
-            step = max(1, len(self.frames) // 16)
-            self.held_out = [self.frames[i] for i in range(0, len(self.frames), step)][:16]
+            self.held_out = [self.frames[i] for i in range(min(16, len(self.frames)))]
 
     def batch(self, batch_size: int, generator: torch.Generator) -> dict:
         index = torch.randint(len(self.frames), (batch_size,), generator=generator)

@@ -47,7 +47,7 @@ def test_missing_or_wrong_weights_say_what_to_supply(tmp_path, sd_vae_folder):
     (tmp_path / "tiny" / "vae" / "config.json").write_text(json.dumps({"_class_name": "AutoencoderTiny"}))
     with pytest.raises(ValueError, match="'AutoencoderTiny', not a diffusers AutoencoderKL"):
         load_sd_vae(tmp_path / "tiny")
-    with pytest.raises(FileNotFoundError, match=r"text encoder folder not found: .*no_clip; supply a folder"):
+    with pytest.raises(FileNotFoundError, match=r"text encoder folder not found: .*no_clip; supply a folder holding"):
         load_clip(tmp_path / "no_clip")
     with pytest.raises(FileNotFoundError, match=r"no Hugging Face model in .*empty"):
         load_clip(tmp_path / "empty")

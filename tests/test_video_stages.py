@@ -8,6 +8,7 @@ import torch
 
 import minimagic.stage_data
 import minimagic.unet
+import minimagic.videofolder
 from minimagic.__main__ import main
 from minimagic.pipeline import TextToVideoPipeline
 from minimagic.vae import VAE
@@ -22,14 +23,14 @@ def train(stage: str, run_dir, *options: str):
 
 
 @pytest.fixture
-def one_clip_per_video(monkeypatch):
+def fast_stages(monkeypatch):
     """Encode 10 clips, not 40, and preview with 2 DDIM steps, not 25: seconds instead of a minute."""
     monkeypatch.setattr(minimagic.stage_data, "CLIPS_PER_VIDEO", 1)
     monkeypatch.setattr(TextToVideoPipeline, "__call__",
                         partialmethod(TextToVideoPipeline.__call__, num_inference_steps=2))
 
 
-def test_ucf10_vae_t2i_t2v_train_on_real_clips(ucf10_root, tmp_path, one_clip_per_video):
+def test_ucf10_vae_t2i_t2v_train_on_real_clips(ucf10_root, tmp_path, fast_stages):
     data = ["--data", "ucf10", "--data-root", ucf10_root]
     vae_dir, _ = train("vae", tmp_path / "vae", "--preset", "tiny", *data)
     vae = VAE.from_pretrained(vae_dir)
@@ -45,7 +46,7 @@ def test_ucf10_vae_t2i_t2v_train_on_real_clips(ucf10_root, tmp_path, one_clip_pe
     assert (tmp_path / "t2v" / "preview_000002.png").is_file()
 
 
-def test_t2v_batches_carry_each_clips_fps(ucf10_root, one_clip_per_video, tmp_path, monkeypatch):
+def test_t2v_batches_carry_each_clips_fps(ucf10_root, fast_stages, tmp_path, monkeypatch):
     import minimagic.stages
     from minimagic.vae import VAEConfig
 
@@ -62,9 +63,11 @@ def test_t2v_batches_carry_each_clips_fps(ucf10_root, one_clip_per_video, tmp_pa
 
 
 def test_base_preset_trains_on_sd_vae_latents_with_clip_context(ucf10_root, sd_vae_folder, clip_folder, tmp_path,
-                                                                 one_clip_per_video, monkeypatch):
+                                                                 fast_stages, monkeypatch):
     narrow = {**minimagic.unet.PRESETS["base"], "channels": (16, 16, 32, 32), "num_res_blocks": 1}
     monkeypatch.setitem(minimagic.unet.PRESETS, "base", narrow)  # SD v1's layout at 1/20 of its width
+    short = {**minimagic.videofolder.DATA_PRESETS["ucf10-256"], "num_frames": 4}
+    monkeypatch.setitem(minimagic.videofolder.DATA_PRESETS, "ucf10-256", short)  # 4 frames at 256x256, not 16
     data = ["--data", "ucf10-256", "--data-root", ucf10_root]
     t2i_dir, rows = train("t2i", tmp_path / "t2i", "--preset", "base", "--sd-vae", sd_vae_folder,
                           "--text-encoder", clip_folder, *data)
@@ -94,7 +97,8 @@ def test_base_preset_trains_on_sd_vae_latents_with_clip_context(ucf10_root, sd_v
     (["t2i", "--preset", "base", "--sd-vae", "{missing}", "--text-encoder", "{clip}", "--data", "ucf10",
       "--data-root", "{root}"], "VAE folder not found: {missing}; supply a folder holding Stable Diffusion's VAE"),
     (["t2i", "--preset", "base", "--sd-vae", "{sd}", "--text-encoder", "{missing}", "--data", "ucf10",
-      "--data-root", "{root}"], "text encoder folder not found: {missing}; supply a folder holding a CLIP"),
+      "--data-root", "{root}"], "text encoder folder not found: {missing}; supply a folder holding a Hugging Face"),
+    (["t2i", "--text-encoder", "{missing}"], "text encoder folder not found: {missing}; supply a folder holding"),
     (["t2i", "--preset", "base", "--sd-vae", "{sd}", "--text-encoder", "{minilm}", "--data", "ucf10",
       "--data-root", "{root}"], "holds a 'bert' model, not CLIP"),
 ])
