@@ -15,7 +15,9 @@ def train_command(args: argparse.Namespace) -> None:
     from minimagic.stages import STAGES
     from minimagic.train import train
 
-    given = (("preset", args.preset), ("init", args.init), ("temporal_weight", args.temporal_weight))
+    given = (("preset", args.preset), ("init", args.init), ("temporal_weight", args.temporal_weight),
+             ("data", args.data), ("data_root", args.data_root), ("split_file", args.split_file),
+             ("sd_vae", args.sd_vae), ("text_encoder", args.text_encoder))
     stage_options = {name: value for name, value in given if value is not None}
     accepted = inspect.signature(STAGES[args.stage]).parameters
     if unknown := [f"--{name.replace('_', '-')}" for name in stage_options if name not in accepted]:
@@ -55,9 +57,9 @@ def generate_command(args: argparse.Namespace) -> None:
     print(f"{kind} model from {args.checkpoint or 'the shipped checkpoint'}")
     generator = torch.Generator().manual_seed(args.seed)
     video = pipe([args.prompt], num_frames=args.num_frames, num_inference_steps=args.steps,
-                 guidance_scale=args.guidance, generator=generator, progress=True,
+                 guidance_scale=args.guidance, fps=args.fps, generator=generator, progress=True,
                  interpolate=args.interpolate)[0]  # (F, C, H, W)
-    fps = args.fps or 8.0 * (args.interpolate + 1)  # interpolated clips play the keyframes at the same pace
+    fps = args.fps * (args.interpolate + 1)  # the in-between frames keep the keyframes' pace
     print(f"wrote {save_video(video, args.out, fps=fps)}: {tuple(video.shape)} for {args.prompt!r}")
 
 
@@ -80,6 +82,14 @@ def main(argv: list[str] | None = None) -> None:
     tr.add_argument("--preset", help="model size preset: tiny, toy (default) or base")
     tr.add_argument("--init", help="checkpoint folder to start from (t2v: a t2i pipeline, or a t2v one to "
                     "train further; videovae: a vae; interp: a t2v pipeline)")
+    tr.add_argument("--data", help="training data: moving-digits (default), or ucf10 / ucf10-256 (UCF-101 "
+                    "subsets, with --data-root; see minimagic/videofolder.py)")
+    tr.add_argument("--data-root", help="the video folder: ROOT/<ClassName>/*.avi, e.g. the unpacked UCF-101")
+    tr.add_argument("--split-file", help="only the videos listed in this file, e.g. ucfTrainTestlist/trainlist01.txt")
+    tr.add_argument("--sd-vae", help="t2i: Stable Diffusion's VAE, a folder holding diffusers-format vae/ weights "
+                    "(instead of --init; needed by --preset base)")
+    tr.add_argument("--text-encoder", help="t2i: a Hugging Face text encoder folder (--preset base: a CLIP one, "
+                    "e.g. openai/clip-vit-large-patch14)")
     tr.add_argument("--temporal-weight", type=float, help="videovae: weight w of the frame-difference loss term")
     tr.add_argument("--out", help="where to save the final checkpoint (default RUN_DIR/checkpoint)")
     tr.add_argument("--run-dir", help="folder for logs and previews (default runs/STAGE)")
@@ -101,7 +111,8 @@ def main(argv: list[str] | None = None) -> None:
     gen.add_argument("--num-frames", type=int, help="frames to generate (default: as trained)")
     gen.add_argument("--interpolate", type=int, default=0, metavar="K",
                      help="fill K frames between neighbouring keyframes with the shipped interpolation model")
-    gen.add_argument("--fps", type=float, help="frame rate of the written file (default 8, times K + 1)")
+    gen.add_argument("--fps", type=float, default=8.0, help="frame rate v of the keyframes: the FPS condition of "
+                     "the t2v model and of the written file, times K + 1 (Moving digits: 8; ucf10: 6.25)")
     gen.add_argument("--device", default="auto")
     gen.set_defaults(func=generate_command)
     ev = commands.add_parser("evaluate", help="measure a checkpoint (vae, t2i, t2v, videovae or interp)")

@@ -8,6 +8,7 @@ from torchvision.utils import save_image
 
 from minimagic.data import DATA_DIR, MovingDigits
 from minimagic.latents import encode_clips
+from minimagic.stage_data import MOVING_DIGITS, FolderFrames, open_folder
 from minimagic.vae import VAE, VAEConfig
 from minimagic.videovae import VideoVAE
 
@@ -15,15 +16,24 @@ VAE_CHECKPOINT = DATA_DIR / "checkpoints" / "vae-moving-digits"
 
 
 class VAEStage:
-    """Frames x -> q(z|x) -> x_hat; loss = |x - x_hat|^2 + kl_weight * KL(q || N(0, I))."""
+    """Frames x -> q(z|x) -> x_hat; loss = |x - x_hat|^2 + kl_weight * KL(q || N(0, I)).
+
+    Gray Moving-digit frames by default; with `data` and `data_root`, the RGB frames of a video folder's
+    center clips (stage_data.py), and the preset then takes 3 input channels."""
 
     name = "vae"
 
-    def __init__(self, preset: str = "toy", kl_weight: float = 1e-6, mnist_root: str | None = None):
-        self.model = VAE(VAEConfig.preset(preset))
+    def __init__(self, preset: str = "toy", kl_weight: float = 1e-6, mnist_root: str | None = None,
+                 data: str = MOVING_DIGITS, data_root: str | None = None, split_file: str | None = None):
+        folder = open_folder(data, data_root, split_file)
+        self.model = VAE(VAEConfig.preset(preset, **({} if folder is None else {"in_channels": 3})))
         self.kl_weight = kl_weight
-        self.frames = MovingDigits("train", image_mode=True, length=1_000_000, mnist_root=mnist_root)
-        self.held_out = MovingDigits("test", image_mode=True, length=16, mnist_root=mnist_root)
+        if folder is None:
+            self.frames = MovingDigits("train", image_mode=True, length=1_000_000, mnist_root=mnist_root)
+            self.held_out = MovingDigits("test", image_mode=True, length=16, mnist_root=mnist_root)
+        else:  # no held-out split: the preview shows 16 (shuffled) training frames
+            self.frames = FolderFrames(folder)
+            self.held_out = [self.frames[i] for i in range(min(16, len(self.frames)))]
 
     def batch(self, batch_size: int, generator: torch.Generator) -> dict:
         index = torch.randint(len(self.frames), (batch_size,), generator=generator)
@@ -38,7 +48,7 @@ class VAEStage:
     @torch.no_grad()
     def preview(self, model: VAE, path: Path, generator: torch.Generator) -> None:
         device = next(model.parameters()).device
-        x = torch.stack([item["image"] for item in self.held_out]).to(device)  # (16, 1, H, W)
+        x = torch.stack([item["image"] for item in self.held_out]).to(device)  # (16, C, H, W)
         recon = model.decode(model.encode(x).mode()).clamp(-1, 1)
         save_image(torch.cat([x, recon]) * 0.5 + 0.5, path, nrow=16)
 
@@ -46,7 +56,7 @@ class VAEStage:
     def save(self, model: VAE, directory: Path, command: str, num_frames: int = 2048, **info) -> None:
         """Set the latent scale factor to 1/std of training latents (SD's 0.18215), then save."""
         device = next(model.parameters()).device
-        x = torch.stack([self.frames[i]["image"] for i in range(num_frames)])  # (N, 1, H, W)
+        x = torch.stack([self.frames[i]["image"] for i in range(min(num_frames, len(self.frames)))])  # (N, C, H, W)
         generator = torch.Generator(device).manual_seed(0)  # its own: training's random streams stay untouched
         z = torch.cat([model.encode(chunk.to(device)).sample(generator) for chunk in x.split(256)])
         model.config.scale_factor = float(1.0 / z.float().std())

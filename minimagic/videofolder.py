@@ -3,6 +3,15 @@
 MagicVideo trains on short clips sampled from longer videos and conditions on the frame rate of the
 sample, v = source fps / frame_stride (digest 6.3). A UCF-101 folder `root/<ClassName>/*.avi` has no
 captions, so the class name becomes one: `ApplyEyeMakeup` -> "apply eye makeup".
+
+Data presets (`VideoFolder.preset(name, root)`, `--data NAME --data-root ROOT` on the command line) pick a
+UCF-101 subset; ROOT is the unpacked UCF-101 folder (`ROOT/Biking/v_Biking_g01_c01.avi`, ...):
+- `ucf10`: 10 classes with distinct motions, UCF10_CLASSES = Biking, Billiards, Diving, GolfSwing,
+  HorseRiding, JumpingJack, PlayingGuitar, PushUps, Rowing, SkyDiving; 8 frames 4 apart at 64x64 (UCF-101
+  is 25 fps, so a clip spans 1.2 s and v = 6.25), for the toy presets on a laptop or one small GPU.
+- `ucf10-256`: the same classes as 16 frames 2 apart at 256x256 (v = 12.5), the paper's 16 keyframes at
+  256x256 (digest §1.2), for `--preset base` with Stable Diffusion's VAE (pretrained.py).
+A preset takes an official split file, e.g. `split_file=".../ucfTrainTestlist/trainlist01.txt"`.
 """
 
 import re
@@ -15,6 +24,12 @@ from torch.utils.data import Dataset
 from minimagic.video import from_uint8, read_video, video_info
 
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".mov", ".webm")
+UCF10_CLASSES = ("Biking", "Billiards", "Diving", "GolfSwing", "HorseRiding", "JumpingJack", "PlayingGuitar",
+                 "PushUps", "Rowing", "SkyDiving")
+DATA_PRESETS = {
+    "ucf10": dict(class_names=UCF10_CLASSES, num_frames=8, frame_stride=4, size=64),
+    "ucf10-256": dict(class_names=UCF10_CLASSES, num_frames=16, frame_stride=2, size=256),
+}
 
 
 def caption_from_class(name: str) -> str:
@@ -64,6 +79,14 @@ class VideoFolder(Dataset):
         self.samples = self._find_samples(
             None if split_file is None else _read_split(Path(split_file), self.root)
         )
+
+    @classmethod
+    def preset(cls, name: str, root: str | Path, **overrides) -> "VideoFolder":
+        """A named UCF-101 subset of DATA_PRESETS (see the module docstring) read from `root`."""
+        if name not in DATA_PRESETS:
+            raise ValueError(f"unknown data preset {name!r}; choose from {sorted(DATA_PRESETS)}")
+        options = {**DATA_PRESETS[name], **overrides}
+        return cls(root, **{**options, "class_names": list(options["class_names"])})
 
     def _videos(self, folder: Path) -> list[Path]:
         return sorted(path for path in folder.iterdir() if path.suffix.lower() in VIDEO_EXTENSIONS)

@@ -33,12 +33,12 @@ def test_bad_input_is_one_clear_line(argv, message, tmp_path, monkeypatch, capsy
 
 @pytest.mark.parametrize("stage", ["t2i", "t2v"])
 def test_an_unknown_preset_fails_before_the_clips_are_encoded(stage, monkeypatch, capsys):
-    import minimagic.stages
+    import minimagic.stage_data
 
     def no_encoding(*args, **kwargs):
         raise AssertionError("the clips were encoded before the preset was checked")
 
-    monkeypatch.setattr(minimagic.stages, "encode_clips", no_encoding)
+    monkeypatch.setattr(minimagic.stage_data, "encode_clips", no_encoding)
     with pytest.raises(SystemExit):
         main(["train", stage, "--preset", "huge", "--steps", "1"])
     assert "unknown UNet preset 'huge'" in capsys.readouterr().err

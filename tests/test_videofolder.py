@@ -133,3 +133,26 @@ def test_too_short_and_corrupt_clips_name_the_file(ucf_root):
     data = VideoFolder(ucf_root, num_frames=4)
     with pytest.raises(ValueError, match=r"v_YoYo_g03_c01\.avi"):
         data[4]
+
+
+def test_ucf10_preset_reads_its_ten_classes(ucf10_root):
+    data = VideoFolder.preset("ucf10", ucf10_root)
+    assert len(data.classes) == 10 and data.classes[0] == "Biking" and len(data) == 10
+    assert (data.num_frames, data.frame_stride, data.size) == (8, 4, 64)
+    item = data[0]  # bigbuckbunny.mp4 (25 fps) in Biking/
+    assert item["video"].shape == (8, 3, 64, 64) and item["caption"] == "biking"
+    assert item["fps"] == pytest.approx(25 / 4)
+    large = VideoFolder.preset("ucf10-256", ucf10_root, num_frames=2)
+    assert large[3]["video"].shape == (2, 3, 256, 256) and large.frame_stride == 2
+
+
+def test_preset_bad_input(ucf10_root, tmp_path):
+    with pytest.raises(ValueError, match=r"unknown data preset 'ucf5'; choose from \['ucf10', 'ucf10-256'\]"):
+        VideoFolder.preset("ucf5", ucf10_root)
+    with pytest.raises(FileNotFoundError, match="video folder not found: .*missing"):
+        VideoFolder.preset("ucf10", tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"class folder .*empty/Biking not found"):
+        VideoFolder.preset("ucf10", tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="split file not found: .*trainlist01.txt"):
+        VideoFolder.preset("ucf10", ucf10_root, split_file=ucf10_root / "trainlist01.txt")
