@@ -10,7 +10,8 @@ model's VideoUNet (adaptors, temporal attention, FPS condition v = the output fr
 conv widened from c to 2c + 1 channels. `from_keyframe_model` starts from the trained text-to-video model,
 the new input channels zero. One change: an in-between frame must see the keyframe *after* it, so the
 temporal attention here is bidirectional (the causal mask has no weights, so the trained ones load as
-they are). The loss is eps-prediction on the in-between frames only; sampling puts the keyframes back.
+they are). The keyframes' own z_t is replaced by their clean latents, so the network sees the same input
+in training and in sampling; the loss is eps-prediction on the in-between frames only.
 """
 
 from dataclasses import asdict, replace
@@ -66,6 +67,7 @@ class FrameInterpolator(nn.Module):
             raise ValueError(f"known must be {tuple(x_t.shape)} and mask {tuple(x_t.shape[:2])}, "
                              f"got {tuple(known.shape)} and {tuple(mask.shape)}")
         m = mask[:, :, None, None, None].to(x_t.dtype).expand(-1, -1, 1, *x_t.shape[-2:])  # (B, F, 1, h, w)
+        x_t = torch.where(m.bool(), known, x_t)  # keyframes enter clean, in training and in sampling alike
         return self.unet(torch.cat([x_t, known * m, m], dim=2), t, context, fps=fps)  # in: (B, F, 2c + 1, h, w)
 
     def conditioning(self, keyframes: torch.Tensor, num_between: int) -> tuple[torch.Tensor, torch.Tensor]:

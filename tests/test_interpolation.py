@@ -68,14 +68,17 @@ def test_clear_errors_for_bad_k_and_too_few_keyframes():
 
 
 @torch.no_grad()
-def test_starts_as_the_keyframe_model_on_the_noisy_latents():
-    """Widened with zero weights, the interpolator ignores the conditioning channels at init."""
+def test_starts_as_the_keyframe_model_with_clean_keyframes():
+    """Widened with zero weights, the interpolator at init is the keyframe model run on z_t whose keyframes
+    are replaced by their clean latents: the conditioning channels add nothing yet."""
     keyframe = keyframe_model("bidirectional")
     model = FrameInterpolator.from_keyframe_model(keyframe)
     x, context = latents(frames=5)
     t, fps = torch.tensor([10, 900]), torch.tensor([32.0, 32.0])
-    known, mask = model.conditioning(torch.randn(2, 2, 4, 8, 8), 3)
-    torch.testing.assert_close(model(x, t, context, known, mask, fps), keyframe(x, t, context, fps=fps))
+    keyframes = torch.randn(2, 2, 4, 8, 8)
+    known, mask = model.conditioning(keyframes, 3)
+    clean = torch.cat([keyframes[:, :1], x[:, 1:-1], keyframes[:, 1:]], dim=1)  # (B, 5, c, h, w)
+    torch.testing.assert_close(model(x, t, context, known, mask, fps), keyframe(clean, t, context, fps=fps))
 
 
 @torch.no_grad()
