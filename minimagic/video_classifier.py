@@ -66,7 +66,7 @@ class Level(nn.Module):
         h = self.spatial(x.flatten(0, 1))  # (B*F, C, H/2, W/2)
         H, W = h.shape[-2:]
         h = rearrange(h, "(b f) c h w -> (b h w) c f", b=B, f=F)
-        h = h + self.temporal(h)  # residual: the level starts as a per-frame image net
+        h = h + self.temporal(h)  # residual: the per-frame features pass through, the temporal conv adds motion
         return rearrange(h, "(b h w) c f -> b f c h w", b=B, h=H, w=W)
 
 
