@@ -5,7 +5,8 @@ t2i: for "the digit <k>", the fraction of generated images the digit classifier 
      scale;
 t2v: for random "the digit <k> moves <direction>" prompts and seeds that training never used, the fraction
      of frames showing digit <k>, of clips moving in the captioned direction, and of clips whose digit keeps
-     its identity in every frame;
+     its identity in every frame; FVD-MD against as many held-out real clips (the Moving-MNIST video network
+     of `video_classifier.py`) and that network's digit and direction accuracy;
 videovae: flicker and PSNR of held-out clips decoded frame by frame vs by the VideoVAE;
 interp: in-between frames of held-out clips generated from their first and last frame, vs linear blending.
 Results are written as JSON and as a Markdown table.
@@ -19,11 +20,13 @@ import torch
 
 from minimagic import checkpoint
 from minimagic.data import DIRECTION_NAMES, MovingDigits, caption_for
+from minimagic.fvd import fvd_md
 from minimagic.interpolation import FrameInterpolator
 from minimagic.metrics import DigitClassifier, background_flicker, centroid_path, flicker, psnr, video_scores
 from minimagic.pipeline import CHECKPOINTS, TextToVideoPipeline
 from minimagic.text import TextEncoder
 from minimagic.vae import VAE
+from minimagic.video_classifier import VideoClassifier, prompt_accuracy
 from minimagic.videovae import VideoVAE
 
 GUIDANCE_SCALES = (1.0, 2.0, 4.0, 7.5)
@@ -55,21 +58,36 @@ def evaluate_t2i(directory: Path, per_digit: int = 50, seed: int = 1, steps: int
 
 
 @torch.no_grad()
-def evaluate_t2v(directory: Path, num_videos: int = 100, seed: int = 1, steps: int = 25,
-                 guidance_scale: float = 4.0, **_) -> dict:
-    pipe, classifier = TextToVideoPipeline.from_pretrained(directory), DigitClassifier.from_pretrained()
+def score_t2v(pipe: TextToVideoPipeline, num_videos: int = 100, seed: int = 1, steps: int = 25,
+              guidance_scale: float = 4.0, decoder: str = "auto", classifier: DigitClassifier | None = None,
+              network: VideoClassifier | None = None) -> dict:
+    """Generate `num_videos` clips for random prompts; score them with `video_scores`, FVD-MD against as many
+    held-out real clips and the FVD-MD network's prompt accuracy."""
+    classifier = classifier or DigitClassifier.from_pretrained()
+    network = network or VideoClassifier.from_pretrained()
     generator = torch.Generator().manual_seed(seed)
     digits = torch.randint(10, (num_videos,), generator=generator)
     directions = torch.randint(len(DIRECTION_NAMES), (num_videos,), generator=generator)
     prompts = [caption_for([d], [k]) for d, k in zip(digits.tolist(), directions.tolist(), strict=True)]
     start = time.time()
     videos = torch.cat([pipe(prompts[i : i + 25], num_inference_steps=steps, guidance_scale=guidance_scale,
-                             generator=generator) for i in range(0, num_videos, 25)])  # (N, F, 1, H, W)
+                             generator=generator, decoder=decoder)
+                        for i in range(0, num_videos, 25)])  # (N, F, 1, H, W)
     seconds = (time.time() - start) / num_videos
     scores = {k: round(float(v), 4) for k, v in video_scores(videos, prompts, classifier).items()
               if not torch.is_tensor(v) or v.ndim == 0}
+    real_clips = MovingDigits("test", num_frames=videos.shape[1], length=num_videos, seed=seed)
+    real = torch.stack([real_clips[i]["video"] for i in range(num_videos)])  # (N, F, 1, H, W)
+    accuracy = prompt_accuracy(videos, prompts, network)
     return {"videos": num_videos, "ddim_steps": steps, "guidance_scale": guidance_scale,
-            "seconds_per_clip": round(seconds, 2), **scores}
+            "seconds_per_clip": round(seconds, 2), **scores, "fvd_md": round(fvd_md(real, videos, network), 3),
+            **{f"fvd_md_{k}": round(v, 4) for k, v in accuracy.items()},
+            "background_flicker": round(background_flicker(videos), 5)}
+
+
+def evaluate_t2v(directory: Path, **options) -> dict:
+    return score_t2v(TextToVideoPipeline.from_pretrained(directory), **{
+        k: v for k, v in options.items() if k in ("num_videos", "seed", "steps", "guidance_scale")})
 
 
 @torch.no_grad()

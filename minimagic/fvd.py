@@ -8,6 +8,8 @@ is FID when the features come from an image network and FVD (Unterthiner et al. 
 a video network. MagicVideo reports FVD on UCF-101 and MSR-VTT with I3D features. minimagic offers:
 
 * `frame_fid`: frames embedded by the Moving-MNIST digit classifier (`metrics.DigitClassifier.features`);
+* `fvd_md`: clips embedded by the Moving-MNIST video network (`video_classifier.VideoClassifier.features`),
+  trained to tell digit and direction: FVD's protocol with a feature network that knows this data;
 * `fvd`: the standard protocol for real video, with an I3D network the user supplies as a file (it
   cannot be downloaded here): the TorchScript Kinetics-400 I3D used by StyleGAN-V and later video papers
   (`i3d_torchscript.pt`), fed 16 RGB frames resized to 224x224 with values in [-1, 1] as (B, 3, 16, 224,
@@ -18,6 +20,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from minimagic.video_classifier import video_features
 
 FVD_FRAMES = 16  # frames per clip in the standard FVD protocol
 FVD_SIZE = 224  # frame size I3D expects
@@ -48,6 +52,11 @@ def frame_fid(real: torch.Tensor, fake: torch.Tensor, classifier, batch_size: in
     embed = [torch.cat([classifier.features(chunk.to(device)).cpu() for chunk in x.split(batch_size)])
              for x in (real, fake)]
     return frechet_distance(*embed)
+
+
+def fvd_md(real: torch.Tensor, generated: torch.Tensor, network, batch_size: int = 64) -> float:
+    """FVD-MD of two sets of clips (N, F, 1, H, W) in [-1, 1], in the video classifier's feature space."""
+    return frechet_distance(video_features(real, network, batch_size), video_features(generated, network, batch_size))
 
 
 def i3d_input(video: torch.Tensor) -> torch.Tensor:

@@ -37,9 +37,11 @@ def test_evaluate_each_stage_writes_json_and_markdown(checkpoints, tmp_path):
 
     t2v = evaluate(checkpoints / "t2v", num_videos=3, steps=2, guidance_scale=7.5, out=tmp_path / "t2v-guidance7.5")
     assert json.loads((tmp_path / "t2v-guidance7.5.json").read_text())["guidance_scale"] == 7.5  # not "t2v-guidance7"
-    for key in ("digit_accuracy", "direction_accuracy", "identity_consistency", "seconds_per_clip"):
+    for key in ("digit_accuracy", "direction_accuracy", "identity_consistency", "seconds_per_clip", "fvd_md",
+                "fvd_md_digit_accuracy", "fvd_md_direction_accuracy", "background_flicker"):
         assert key in t2v
     assert t2v["digit_accuracy"] < 0.5  # random weights draw no digits
+    assert t2v["fvd_md"] > 10 and t2v["fvd_md_digit_accuracy"] < 0.7  # nor anything like a real clip
 
 
 def test_evaluate_cli_and_its_errors(checkpoints, tmp_path, capsys):
