@@ -3,15 +3,17 @@
 For two neighbouring keyframe latents z^a, z^b it generates the k latents in between. The denoiser sees
 the k + 2 frames [a, 1, ..., k, b], each as the channel concatenation
 
-    input_i = [z_t,i ; m_i * z_i ; m_i]      (c + c + 1 channels),   m_i = 1 for a and b, 0 in between,
+    input_i = [z_t,i ; zhat_i ; m_i]   (c + c + 1 channels),   zhat_i = (1 - a_i) z^a + a_i z^b,  a_i = i / (k + 1),
 
-of the noisy latent, the known latent (zero where unknown) and the mask. The network is the keyframe
-model's VideoUNet (adaptors, temporal attention, FPS condition v = the output frame rate) with its input
-conv widened from c to 2c + 1 channels. `from_keyframe_model` starts from the trained text-to-video model,
-the new input channels zero. One change: an in-between frame must see the keyframe *after* it, so the
-temporal attention here is bidirectional (the causal mask has no weights, so the trained ones load as
-they are). The keyframes' own z_t is replaced by their clean latents, so the network sees the same input
-in training and in sampling; the loss is eps-prediction on the in-between frames only.
+of the noisy latent, the keyframes blended to frame i's position (z^a and z^b themselves at the ends) and
+the mask m_i (1 for a and b, 0 in between). The blend hands every frame both keyframes at full latent
+resolution, where temporal attention (only at the U-Net's coarser levels) cannot copy fine detail. The
+network is the keyframe model's VideoUNet (adaptors, temporal attention, FPS condition v = the output frame
+rate) with its input conv widened from c to 2c + 1 channels. `from_keyframe_model` starts from the trained
+text-to-video model, the new input channels zero. One change: an in-between frame must see the keyframe
+*after* it, so the temporal attention here is bidirectional (the causal mask has no weights, so the trained
+ones load as they are). The keyframes' own z_t is replaced by their clean latents, so the network sees the
+same input in training and in sampling; the loss is eps-prediction on the in-between frames only.
 """
 
 from dataclasses import asdict, replace
@@ -30,7 +32,7 @@ KEYFRAME_FPS = 8.0  # frame rate of the keyframes (the t2v model's clips); k in-
 
 
 class FrameInterpolator(nn.Module):
-    """eps_theta([z_t ; m * z ; m], t, tau(y), v) on the k + 2 frames from keyframe a to keyframe b."""
+    """eps_theta([z_t ; zhat ; m], t, tau(y), v) on the k + 2 frames from keyframe a to keyframe b."""
 
     def __init__(self, unet: VideoUNet, diffusion: GaussianDiffusion | None = None):
         super().__init__()
@@ -62,16 +64,16 @@ class FrameInterpolator(nn.Module):
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, context: torch.Tensor, known: torch.Tensor,
                 mask: torch.Tensor, fps: torch.Tensor | None = None) -> torch.Tensor:
-        """x_t, known (B, F, c, h, w), mask (B, F) bool (True = given keyframe) -> eps (B, F, c, h, w)."""
+        """x_t, known = zhat (B, F, c, h, w), mask (B, F) bool (True = given keyframe) -> eps (B, F, c, h, w)."""
         if known.shape != x_t.shape or mask.shape != x_t.shape[:2]:
             raise ValueError(f"known must be {tuple(x_t.shape)} and mask {tuple(x_t.shape[:2])}, "
                              f"got {tuple(known.shape)} and {tuple(mask.shape)}")
         m = mask[:, :, None, None, None].to(x_t.dtype).expand(-1, -1, 1, *x_t.shape[-2:])  # (B, F, 1, h, w)
         x_t = torch.where(m.bool(), known, x_t)  # keyframes enter clean, in training and in sampling alike
-        return self.unet(torch.cat([x_t, known * m, m], dim=2), t, context, fps=fps)  # in: (B, F, 2c + 1, h, w)
+        return self.unet(torch.cat([x_t, known, m], dim=2), t, context, fps=fps)  # in: (B, F, 2c + 1, h, w)
 
     def conditioning(self, keyframes: torch.Tensor, num_between: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keyframes (B, 2, c, h, w) -> known latents (B, k + 2, c, h, w), zero in between, and mask (B, k + 2)."""
+        """Keyframes (B, 2, c, h, w) -> zhat (B, k + 2, c, h, w), their blend, and the mask (B, k + 2)."""
         if keyframes.ndim != 5 or keyframes.shape[1] != 2 or keyframes.shape[2] != self.latent_channels:
             raise ValueError(f"keyframes must be two latent frames (B, 2, {self.latent_channels}, h, w), "
                              f"got {tuple(keyframes.shape)}")
@@ -79,7 +81,8 @@ class FrameInterpolator(nn.Module):
             raise ValueError(f"this interpolator fills 1 to {self.max_between} frames between keyframes, "
                              f"got {num_between}")
         B, k = keyframes.shape[0], num_between
-        known = torch.cat([keyframes[:, :1], keyframes.new_zeros(B, k, *keyframes.shape[2:]), keyframes[:, 1:]], 1)
+        a = torch.linspace(0, 1, k + 2, device=keyframes.device, dtype=keyframes.dtype)[None, :, None, None, None]
+        known = (1 - a) * keyframes[:, :1] + a * keyframes[:, 1:]  # (B, k + 2, c, h, w), a_i = i / (k + 1)
         mask = torch.zeros(B, k + 2, dtype=torch.bool, device=keyframes.device)
         mask[:, [0, -1]] = True
         return known, mask  # (B, k + 2, c, h, w), (B, k + 2)
