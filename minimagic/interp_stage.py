@@ -49,7 +49,8 @@ class InterpolationStage:
             unet = VideoUNet.from_unet2d(image_unet, max_between + 2)
         if max_between + 2 > unet.num_frames:
             raise ValueError(f"max_between={max_between} needs {max_between + 2} frames, not {unet.num_frames}")
-        self.model, self.max_between = FrameInterpolator.from_keyframe_model(unet, self.diffusion), max_between
+        self.model = FrameInterpolator.from_keyframe_model(unet, self.diffusion, max_between)
+        self.max_between = max_between
         self.data = {(k, gap): MovingDigits("train", num_frames=k + 2, speed=gap / (k + 1), length=10**6)
                      for k in range(1, max_between + 1) for gap in self.gaps}
 

@@ -34,19 +34,23 @@ KEYFRAME_FPS = 8.0  # frame rate of the keyframes (the t2v model's clips); k in-
 class FrameInterpolator(nn.Module):
     """eps_theta([z_t ; zhat ; m], t, tau(y), v) on the k + 2 frames from keyframe a to keyframe b."""
 
-    def __init__(self, unet: VideoUNet, diffusion: GaussianDiffusion | None = None):
+    def __init__(self, unet: VideoUNet, diffusion: GaussianDiffusion | None = None, max_between: int | None = None):
+        """max_between: the most in-between frames k it accepts (trained for), at most unet.num_frames - 2."""
         super().__init__()
         c_in, c = unet.unet_config.in_channels, unet.unet_config.out_channels
         if c_in != 2 * c + 1:
             raise ValueError(f"the interpolation U-Net needs 2c + 1 = {2 * c + 1} input channels, got {c_in}")
         if unet.config.temporal_attention == "directed":
             raise ValueError("in-between frames must see the next keyframe: use bidirectional temporal attention")
-        self.unet, self.latent_channels, self.max_between = unet, c, unet.num_frames - 2
+        max_between = unet.num_frames - 2 if max_between is None else max_between
+        if not 1 <= max_between <= unet.num_frames - 2:
+            raise ValueError(f"max_between must be in [1, {unet.num_frames - 2}] for {unet.num_frames} frames")
+        self.unet, self.latent_channels, self.max_between = unet, c, max_between
         self.diffusion = diffusion or GaussianDiffusion(DiffusionConfig())
 
     @classmethod
     def from_keyframe_model(cls, keyframe_unet: VideoUNet, diffusion: GaussianDiffusion | None = None,
-                            ) -> "FrameInterpolator":
+                            max_between: int | None = None) -> "FrameInterpolator":
         """The trained t2v VideoUNet with a widened input conv (the new channels zero): training starts from
         the keyframe model, which at t = 0 already denoises every frame on its own."""
         if keyframe_unet.config.temporal_attention == "none":
@@ -60,7 +64,7 @@ class FrameInterpolator(nn.Module):
             if state[name].shape != tensor.shape:  # the input conv (C0, c, 3, 3) -> (C0, 2c + 1, 3, 3)
                 state[name] = torch.cat([state[name], tensor.new_zeros(tensor.shape[0], c + 1, *tensor.shape[2:])], 1)
         unet.load_state_dict(state)
-        return cls(unet, diffusion)
+        return cls(unet, diffusion, max_between)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, context: torch.Tensor, known: torch.Tensor,
                 mask: torch.Tensor, fps: torch.Tensor | None = None) -> torch.Tensor:
@@ -133,7 +137,8 @@ class FrameInterpolator(nn.Module):
         return torch.cat([body, latents[:, -1:]], dim=1)  # (B, F + (F-1) k, c, h, w)
 
     def save_pretrained(self, directory: str | Path, **info) -> None:
-        config = {"video_unet": self.unet.config_dict(), "diffusion": asdict(self.diffusion.config)}
+        config = {"video_unet": self.unet.config_dict(), "diffusion": asdict(self.diffusion.config),
+                  "max_between": self.max_between}
         half = {k: v.half() if v.is_floating_point() else v for k, v in self.state_dict().items()}
         checkpoint.save_checkpoint(directory, half, "interp", config, **info)
 
@@ -141,5 +146,5 @@ class FrameInterpolator(nn.Module):
     def from_pretrained(cls, directory: str | Path) -> "FrameInterpolator":
         config = checkpoint.load_meta(directory, "interp")["config"]
         model = cls(VideoUNet.from_config_dict(config["video_unet"]),
-                    GaussianDiffusion(DiffusionConfig(**config["diffusion"])))
+                    GaussianDiffusion(DiffusionConfig(**config["diffusion"])), config["max_between"])
         return checkpoint.load_weights(model, directory).eval()

@@ -64,6 +64,10 @@ def test_pipeline_rejects_bad_requests(tiny_pipeline, tmp_path):
         tiny_pipeline(PROMPTS, num_inference_steps=0)
     with pytest.raises(ValueError, match="at least one prompt"):
         tiny_pipeline([])
+    with pytest.raises(ValueError, match="num_frames >= 2"):
+        tiny_pipeline(PROMPTS, num_frames=1, interpolate=2)
+    with pytest.raises(ValueError, match="latents of another VAE"):
+        tiny_pipeline(PROMPTS, interpolate=2)  # the shipped interpolator works on the shipped VAE's latents
     with pytest.raises(FileNotFoundError, match="not found"):
         TextToVideoPipeline.from_pretrained(tmp_path / "nothing")
     VAE(VAEConfig.preset("tiny")).save_pretrained(tmp_path / "vae")

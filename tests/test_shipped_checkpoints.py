@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from minimagic.data import DATA_DIR, MovingDigits, caption_for
+from minimagic.evaluate import evaluate_interp
 from minimagic.metrics import DigitClassifier, flicker, psnr, video_scores
 from minimagic.pipeline import TextToVideoPipeline, default_checkpoint
 from minimagic.vae import VAE
@@ -21,7 +22,9 @@ def classifier():
 
 
 def test_every_checkpoint_records_the_command_that_made_it():
-    for folder in ("vae-moving-digits", "t2i-moving-digits", "t2v-moving-digits", "videovae-moving-digits"):
+    folders = ("vae-moving-digits", "t2i-moving-digits", "t2v-moving-digits", "videovae-moving-digits",
+               "interp-moving-digits")
+    for folder in folders:
         meta = json.loads((CHECKPOINTS / folder / "config.json").read_text())
         assert meta["command"].split()[:4] == ["python", "-m", "minimagic", "train"], folder
         assert (CHECKPOINTS / folder / "model.safetensors").stat().st_size < 16 * 2**20, folder
@@ -57,3 +60,16 @@ def test_videovae_flickers_less_than_the_image_vae_on_held_out_clips():
     assert flicker(by_video, video) < 0.95 * flicker(by_frame, video)
     frames = video.flatten(0, 1)  # (8*F, 1, H, W)
     assert psnr(by_video.flatten(0, 1), frames)[1] > psnr(by_frame.flatten(0, 1), frames)[1] - 0.3
+
+
+@torch.no_grad()
+def test_interpolation_beats_blending_and_lengthens_generated_clips():
+    row = evaluate_interp(CHECKPOINTS / "interp-moving-digits", num_videos=8, steps=10, gaps=(12.0,))["gap 12 px"]
+    assert row["interpolated_psnr_db"] > row["blend_psnr_db"]
+    assert row["interpolated_centroid_error_px"] < 2
+    pipe = TextToVideoPipeline.from_pretrained()
+    clip = pipe("the digit four moves right", interpolate=3, num_inference_steps=10,
+                generator=torch.Generator().manual_seed(1))
+    assert clip.shape == (1, 8 + 7 * 3, 1, 64, 64)
+    with pytest.raises(ValueError, match=r"interpolate must be in \[1, 3\]"):
+        pipe("the digit four moves right", interpolate=4)
