@@ -5,8 +5,8 @@ latents scaled by 0.18215: 256x256 frames -> 4x32x32) and conditions on CLIP's p
 (ViT-L/14: 77 tokens of D = 768) (digest §1). Neither set of weights can be shipped or downloaded here:
 pass folders, e.g. made with `huggingface-cli download stabilityai/sd-vae-ft-mse --local-dir sd-vae` (or the
 `vae/` of a Stable Diffusion v1 repository) and `huggingface-cli download openai/clip-vit-large-patch14
---local-dir clip`. With
-internet access a Hub name (`stabilityai/sd-vae-ft-mse`, `openai/clip-vit-large-patch14`) works too.
+--local-dir clip`. With internet access a Hub name (`stabilityai/sd-vae-ft-mse`,
+`openai/clip-vit-large-patch14`) works too.
 """
 
 import json
