@@ -21,6 +21,7 @@ from minimagic.vae_stages import VAE_CHECKPOINT
 from minimagic.video_unet import VideoUNet
 
 T2V_CHECKPOINT = DATA_DIR / "checkpoints" / "t2v-moving-digits"
+CLIPS = 10**6  # indices to draw clips from: MovingDigits is procedural, every index is a clip of its own
 
 
 class InterpolationStage:
@@ -34,7 +35,7 @@ class InterpolationStage:
     def __init__(self, preset: str = "toy", init: str | Path | None = T2V_CHECKPOINT, max_between: int = 3):
         """init: the t2v pipeline whose VideoUNet, VAE and text encoder the interpolator starts from (None:
         a fresh `preset` U-Net on the shipped VAE)."""
-        UNetConfig.preset(preset)
+        UNetConfig.preset(preset)  # an unknown preset fails now, before any model loads
         keyframe = TextToVideoPipeline.from_pretrained(init) if init is not None else None
         if keyframe is not None and not keyframe.is_video:
             raise ValueError(f"{init} holds a text-to-image model; the interp stage starts from a t2v checkpoint")
@@ -51,7 +52,7 @@ class InterpolationStage:
             raise ValueError(f"max_between={max_between} needs {max_between + 2} frames, not {unet.num_frames}")
         self.model = FrameInterpolator.from_keyframe_model(unet, self.diffusion, max_between)
         self.max_between = max_between
-        self.data = {(k, gap): MovingDigits("train", num_frames=k + 2, speed=gap / (k + 1), length=10**6)
+        self.data = {(k, gap): MovingDigits("train", num_frames=k + 2, speed=gap / (k + 1), length=CLIPS)
                      for k in range(1, max_between + 1) for gap in self.gaps}
 
     def batch(self, batch_size: int, generator: torch.Generator) -> dict:
@@ -67,6 +68,7 @@ class InterpolationStage:
     def loss(self, model: FrameInterpolator, batch: dict, generator: torch.Generator) -> torch.Tensor:
         return model.loss(batch["x0"], batch["context"], generator)
 
+    @torch.no_grad()
     def preview(self, model: FrameInterpolator, path: Path, generator: torch.Generator) -> None:
         """Rows in pairs: a clip of the largest gap, then its interpolation from the first and last frame."""
         k, data, device = self.max_between, self.data[self.max_between, self.gaps[-1]], next(model.parameters()).device
