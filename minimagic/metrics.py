@@ -30,6 +30,7 @@ class DigitClassifierConfig:
     channels: tuple[int, ...] = (16, 32, 64, 128)  # one level per entry, each halves H and W: 64 -> 4
     depths: tuple[int, ...] = (2, 2, 2, 1)  # 3x3 convs per level, the first one with stride 2
     norm_groups: int = 8
+    presets = PRESETS  # a class attribute, not a field
 
     def __post_init__(self):
         self.channels, self.depths = tuple(self.channels), tuple(self.depths)
@@ -39,10 +40,11 @@ class DigitClassifierConfig:
             raise ValueError(f"depths {self.depths} must give >= 1 conv for each of the {len(self.channels)} levels")
 
     @classmethod
-    def preset(cls, name: str, **overrides) -> "DigitClassifierConfig":
-        if name not in PRESETS:
-            raise ValueError(f"unknown DigitClassifier preset {name!r}; choose from {sorted(PRESETS)}")
-        return cls(**{**PRESETS[name], **overrides})
+    def preset(cls, name: str, **overrides):
+        if name not in cls.presets:
+            model = cls.__name__.removesuffix("Config")
+            raise ValueError(f"unknown {model} preset {name!r}; choose from {sorted(cls.presets)}")
+        return cls(**{**cls.presets[name], **overrides})
 
 
 class DigitClassifier(nn.Module):

@@ -16,6 +16,7 @@ from torch import nn
 
 from minimagic import checkpoint
 from minimagic.data import DATA_DIR, DIRECTION_NAMES, parse_caption
+from minimagic.metrics import DigitClassifierConfig
 
 VIDEO_CLASSIFIER_DIR = DATA_DIR / "checkpoints" / "video-classifier"
 STAGE = "video-classifier"
@@ -26,26 +27,19 @@ PRESETS = {
 
 
 @dataclass
-class VideoClassifierConfig:
+class VideoClassifierConfig(DigitClassifierConfig):
+    """The digit classifier's levels, each followed by a conv along the frames."""
+
     channels: tuple[int, ...] = (8, 32, 64, 128)  # one level per entry, each halves H and W: 64 -> 4
     depths: tuple[int, ...] = (1, 1, 2, 2)  # 3x3 convs per frame in each level, the first with stride 2
-    temporal_kernel: int = 3  # frames seen by each temporal conv (motion needs >= 2)
     norm_groups: int = 8
+    temporal_kernel: int = 3  # frames seen by each temporal conv (motion needs >= 2)
+    presets = PRESETS
 
     def __post_init__(self):
-        self.channels, self.depths = tuple(self.channels), tuple(self.depths)
-        if not self.channels or any(c % self.norm_groups for c in self.channels):
-            raise ValueError(f"channels {self.channels} must be non-empty and divide by norm_groups={self.norm_groups}")
-        if len(self.depths) != len(self.channels) or min(self.depths) < 1:
-            raise ValueError(f"depths {self.depths} must give >= 1 conv for each of the {len(self.channels)} levels")
+        super().__post_init__()
         if self.temporal_kernel < 1 or self.temporal_kernel % 2 == 0:
             raise ValueError(f"temporal_kernel must be odd and >= 1, got {self.temporal_kernel}")
-
-    @classmethod
-    def preset(cls, name: str, **overrides) -> "VideoClassifierConfig":
-        if name not in PRESETS:
-            raise ValueError(f"unknown VideoClassifier preset {name!r}; choose from {sorted(PRESETS)}")
-        return cls(**{**PRESETS[name], **overrides})
 
 
 class Level(nn.Module):
