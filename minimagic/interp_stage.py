@@ -2,6 +2,7 @@
 
 `python -m minimagic train interp --preset toy` starts from the shipped text-to-video model, so the
 interpolator begins as the keyframe denoiser, and learns to fill in k frames between two known ones.
+`--init` an interp checkpoint instead trains that interpolator further.
 """
 
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import torch
 from torchvision.utils import save_image
 
+from minimagic import checkpoint
 from minimagic.data import DATA_DIR, MovingDigits
 from minimagic.diffusion import DiffusionConfig, GaussianDiffusion
 from minimagic.guidance import drop_condition
@@ -33,9 +35,17 @@ class InterpolationStage:
     gaps = (3.0, 6.0, 12.0)  # pixels the digit travels between the two keyframes
 
     def __init__(self, preset: str = "toy", init: str | Path | None = T2V_CHECKPOINT, max_between: int = 3):
-        """init: the t2v pipeline whose VideoUNet, VAE and text encoder the interpolator starts from (None:
-        a fresh `preset` U-Net on the shipped VAE)."""
+        """init: the t2v pipeline whose VideoUNet, VAE and text encoder the interpolator starts from, an
+        interp checkpoint to train further (its max_between kept), or None: a fresh `preset` U-Net on the
+        shipped VAE."""
         UNetConfig.preset(preset)  # an unknown preset fails now, before any model loads
+        meta = checkpoint.load_meta(init) if init is not None else {}
+        if meta.get("stage") == "interp":
+            self.model = FrameInterpolator.from_pretrained(init).train()
+            self.vae, self.diffusion = VAE.from_pretrained(Path(init) / "vae"), self.model.diffusion
+            self.text = TextEncoder(meta["text_encoder"], max_length=meta["max_length"])
+            self.use_data(self.model.max_between)
+            return
         keyframe = TextToVideoPipeline.from_pretrained(init) if init is not None else None
         if keyframe is not None and not keyframe.is_video:
             raise ValueError(f"{init} holds a text-to-image model; the interp stage starts from a t2v checkpoint")
@@ -51,6 +61,10 @@ class InterpolationStage:
         if max_between + 2 > unet.num_frames:
             raise ValueError(f"max_between={max_between} needs {max_between + 2} frames, not {unet.num_frames}")
         self.model = FrameInterpolator.from_keyframe_model(unet, self.diffusion, max_between)
+        self.use_data(max_between)
+
+    def use_data(self, max_between: int) -> None:
+        """Clips of k + 2 frames for every k <= max_between and every gap."""
         self.max_between = max_between
         self.data = {(k, gap): MovingDigits("train", num_frames=k + 2, speed=gap / (k + 1), length=CLIPS)
                      for k in range(1, max_between + 1) for gap in self.gaps}

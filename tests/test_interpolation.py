@@ -8,6 +8,7 @@ import torch
 from test_video_unet import randomize_
 
 from minimagic.__main__ import main
+from minimagic.interp_stage import InterpolationStage
 from minimagic.interpolation import FrameInterpolator
 from minimagic.pipeline import CHECKPOINTS
 from minimagic.unet import UNet2D, UNetConfig
@@ -124,6 +125,12 @@ def test_train_interp_and_evaluate_through_the_cli(tmp_path, capsys):
     results = json.loads((tmp_path / "eval.json").read_text())
     for gap in ("gap 3 px", "gap 12 px"):
         assert set(results[gap]) >= {"interpolated_psnr_db", "blend_psnr_db", "interpolated_centroid_error_px"}
+    stage, saved = InterpolationStage(init=out), FrameInterpolator.from_pretrained(out)  # --init out: train further
+    assert stage.max_between == saved.max_between == 3
+    assert all(torch.equal(value, stage.model.state_dict()[name]) for name, value in saved.state_dict().items())
+    main(["train", "interp", "--init", str(out), "--steps", "1", "--batch-size", "2", "--preview-every", "5",
+          "--run-dir", str(tmp_path / "more"), "--out", str(tmp_path / "more" / "checkpoint")])
+    assert FrameInterpolator.from_pretrained(tmp_path / "more" / "checkpoint").max_between == 3
     with pytest.raises(SystemExit):
         main(["train", "interp", "--init", str(CHECKPOINTS / "t2i-moving-digits"), "--steps", "1"])
     assert "text-to-image model" in capsys.readouterr().err
