@@ -69,7 +69,8 @@ def evaluate_command(args: argparse.Namespace) -> None:
 
     from minimagic.evaluate import evaluate
 
-    given = (("num_videos", args.num_videos), ("per_digit", args.per_digit), ("guidance_scale", args.guidance))
+    given = (("num_videos", args.num_videos), ("per_digit", args.per_digit), ("guidance_scale", args.guidance),
+             ("steps", args.steps))
     options = {k: v for k, v in given if v is not None}
     results = evaluate(args.checkpoint, out=args.out, seed=args.seed, **options)
     print(json.dumps(results, indent=2))
@@ -122,6 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     ev.add_argument("--num-videos", type=int, help="t2v: clips to generate (default 100)")
     ev.add_argument("--per-digit", type=int, help="t2i: images per digit and guidance scale (default 50)")
     ev.add_argument("--guidance", type=float, help="t2v: classifier-free guidance scale (default 4)")
+    ev.add_argument("--steps", type=int, help="DDIM steps of the samplers (default 25)")
     ev.add_argument("--seed", type=int, default=1, help="seed of prompts and noise (training never uses 1)")
     ev.add_argument("--out", help="write OUT.json and OUT.md")
     ev.set_defaults(func=evaluate_command)

@@ -45,8 +45,10 @@ def test_evaluate_each_stage_writes_json_and_markdown(checkpoints, tmp_path):
 
 
 def test_evaluate_cli_and_its_errors(checkpoints, tmp_path, capsys):
-    main(["evaluate", "--checkpoint", str(checkpoints / "t2v"), "--num-videos", "2", "--out", str(tmp_path / "e")])
-    assert json.loads(capsys.readouterr().out)["videos"] == 2
+    main(["evaluate", "--checkpoint", str(checkpoints / "t2v"), "--num-videos", "2", "--steps", "3",
+          "--guidance", "7.5", "--out", str(tmp_path / "e")])
+    printed = json.loads(capsys.readouterr().out)
+    assert (printed["videos"], printed["ddim_steps"], printed["guidance_scale"]) == (2, 3, 7.5)
     with pytest.raises(SystemExit):
         main(["evaluate", "--checkpoint", str(tmp_path / "missing")])
     assert "checkpoint folder not found" in capsys.readouterr().err
