@@ -65,7 +65,8 @@ def test_videovae_flickers_less_than_the_image_vae_on_held_out_clips():
 @torch.no_grad()
 def test_interpolation_beats_blending_and_lengthens_generated_clips():
     row = evaluate_interp(CHECKPOINTS / "interp-moving-digits", num_videos=8, steps=10, gaps=(12.0,))["gap 12 px"]
-    assert row["interpolated_psnr_db"] > row["blend_psnr_db"]
+    assert row["interpolated_psnr_db"] > row["blend_psnr_db"] + 4  # the 1,500-step model managed only +2.5 dB
+    assert row["interpolated_middle_digit_accuracy"] >= row["blend_middle_digit_accuracy"]
     assert row["interpolated_centroid_error_px"] < 2
     pipe = TextToVideoPipeline.from_pretrained()
     clip = pipe("the digit four moves right", interpolate=3, num_inference_steps=10,
