@@ -23,6 +23,8 @@ from torch.utils.data import DataLoader
 from minimagic.data import MovingDigits
 from minimagic.metrics import CLASSIFIER_DIR, NO_DIGIT, DigitClassifier, DigitClassifierConfig, centroid_path
 
+WARMUP = 100  # optimizer steps of linear learning-rate warm-up
+
 
 def rand(B: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:
     return low + (high - low) * torch.rand(B, generator=generator)
@@ -67,6 +69,27 @@ def accuracy(model: DigitClassifier, images: torch.Tensor, labels: torch.Tensor)
     return (predicted == labels).float().mean().item()
 
 
+def fit(model: torch.nn.Module, batches, loss_of, lr: float, steps: int, log_every: int) -> float:
+    """AdamW on `loss_of(batch)` for every batch, WARMUP steps of linear warm-up then a cosine decay over
+    `steps`; returns the minutes it took. The video classifier's script trains with it too."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+
+    def warmup_cosine(step: int) -> float:
+        return min(1, (step + 1) / WARMUP) * 0.5 * (1 + math.cos(math.pi * step / steps))
+
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine)
+    start = time.time()
+    for step, batch in enumerate(batches, start=1):
+        loss = loss_of(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        if step % log_every == 0 or step == steps:
+            print(f"step {step}/{steps}  loss {loss.item():.3f}  {time.time() - start:.0f}s", flush=True)
+    return (time.time() - start) / 60
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=4000)
@@ -84,25 +107,14 @@ def main() -> None:
     test = MovingDigits("test", image_mode=True, length=args.test_frames, seed=args.seed)
     model = DigitClassifier(DigitClassifierConfig.preset("toy"))
     print(f"DigitClassifier: {sum(p.numel() for p in model.parameters()):,} parameters")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
 
-    def warmup_cosine(step: int) -> float:
-        return min(1, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * step / args.steps))
-
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine)
-    start = time.time()
-    for step, batch in enumerate(DataLoader(train, batch_size=args.batch_size), start=1):
+    def loss_of(batch: dict) -> torch.Tensor:
         images, labels = batch["image"], batch["digit"]  # (B, 1, H, W), (B,)
         num_empty = args.batch_size // 8  # one frame in 8 holds no digit
         images[:num_empty], labels[:num_empty] = no_digit_frames(num_empty, images.shape[-1], generator), NO_DIGIT
-        loss = F.cross_entropy(model(augment(images, generator)), labels, label_smoothing=0.1)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        if step % 250 == 0 or step == args.steps:
-            print(f"step {step}/{args.steps}  loss {loss.item():.3f}  {time.time() - start:.0f}s", flush=True)
-    minutes = (time.time() - start) / 60
+        return F.cross_entropy(model(augment(images, generator)), labels, label_smoothing=0.1)
+
+    minutes = fit(model, DataLoader(train, batch_size=args.batch_size), loss_of, args.lr, args.steps, log_every=250)
     model.eval()
     test_batch = next(iter(DataLoader(test, batch_size=len(test))))
     test_accuracy = accuracy(model, test_batch["image"], test_batch["digit"])

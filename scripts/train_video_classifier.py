@@ -10,14 +10,13 @@ minutes on one free CPU core:
 """
 
 import argparse
-import math
 import shlex
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
+from train_digit_classifier import fit  # the sibling script: run this one as `python scripts/...`
 
 from minimagic.data import MovingDigits
 from minimagic.video_classifier import VIDEO_CLASSIFIER_DIR, VideoClassifier, VideoClassifierConfig, predict
@@ -62,24 +61,13 @@ def main() -> None:
     test = MovingDigits("test", length=args.test_clips, seed=args.seed)
     model = VideoClassifier(VideoClassifierConfig.preset(args.preset))
     print(f"VideoClassifier: {sum(p.numel() for p in model.parameters()):,} parameters")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
 
-    def warmup_cosine(step: int) -> float:
-        return min(1, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * step / args.steps))
-
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine)
-    start = time.time()
-    for step, batch in enumerate(DataLoader(train, batch_size=args.batch_size), start=1):
+    def loss_of(batch: dict) -> torch.Tensor:
         digit_logits, direction_logits = model(augment(batch["video"], generator))  # (B, 10), (B, 8)
-        loss = (F.cross_entropy(digit_logits, batch["digit"], label_smoothing=0.1)
+        return (F.cross_entropy(digit_logits, batch["digit"], label_smoothing=0.1)
                 + F.cross_entropy(direction_logits, batch["direction"], label_smoothing=0.1))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        if step % 100 == 0 or step == args.steps:
-            print(f"step {step}/{args.steps}  loss {loss.item():.3f}  {time.time() - start:.0f}s", flush=True)
-    minutes = (time.time() - start) / 60
+
+    minutes = fit(model, DataLoader(train, batch_size=args.batch_size), loss_of, args.lr, args.steps, log_every=100)
     model.eval()
     clips = next(iter(DataLoader(test, batch_size=len(test))))
     digits, directions = predict(clips["video"], model)
