@@ -16,7 +16,6 @@ def train_command(args: argparse.Namespace) -> None:
     from minimagic.train import train
 
     given = (("preset", args.preset), ("init", args.init), ("temporal_weight", args.temporal_weight),
-             ("conv_frames", args.conv_frames),
              ("data", args.data), ("data_root", args.data_root), ("split_file", args.split_file),
              ("sd_vae", args.sd_vae), ("text_encoder", args.text_encoder))
     stage_options = {name: value for name, value in given if value is not None}
@@ -93,7 +92,6 @@ def main(argv: list[str] | None = None) -> None:
     tr.add_argument("--text-encoder", help="t2i: a Hugging Face text encoder folder (--preset base: a CLIP one, "
                     "e.g. openai/clip-vit-large-patch14)")
     tr.add_argument("--temporal-weight", type=float, help="videovae: weight w of the frame-difference loss term")
-    tr.add_argument("--conv-frames", type=int, help="videovae: add causal temporal convs over this many frames")
     tr.add_argument("--out", help="where to save the final checkpoint (default RUN_DIR/checkpoint)")
     tr.add_argument("--run-dir", help="folder for logs and previews (default runs/STAGE)")
     for name, kind in (("steps", int), ("batch-size", int), ("lr", float), ("ema-decay", float), ("seed", int),

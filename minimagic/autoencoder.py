@@ -105,16 +105,13 @@ class Coder(nn.Module):
         self.conv_out = nn.Conv2d(out_in, out_channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor, temporal=None) -> torch.Tensor:
-        """`temporal(name, h)`, if given, may change the decoder's features after the mid block (name
-        "mid"), after up level i ("up0", "up1", ...) and before conv_out ("levels"): the VideoVAE's hook
-        for its temporal layers."""
+        """`temporal(name, h)`, if given, may change the decoder's features after the mid block
+        (name "mid") and after the last level ("levels"): the VideoVAE's hook for its temporal layers."""
         temporal = temporal or (lambda name, h: h)
         x = self.conv_in(x)
-        if not self.decoder:
-            for level in self.down_blocks:
-                x = level(x)
-            return self.conv_out(F.silu(self.conv_norm_out(self.mid_block(x))))
-        x = temporal("mid", self.mid_block(x))
-        for i, level in enumerate(self.up_blocks):
-            x = temporal(f"up{i}", level(x))
-        return self.conv_out(F.silu(self.conv_norm_out(temporal("levels", x))))
+        if self.decoder:
+            x = temporal("mid", self.mid_block(x))
+        for level in self.up_blocks if self.decoder else self.down_blocks:
+            x = level(x)
+        x = temporal("levels", x) if self.decoder else self.mid_block(x)
+        return self.conv_out(F.silu(self.conv_norm_out(x)))

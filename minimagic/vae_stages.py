@@ -76,9 +76,9 @@ class VideoVAEStage:
     defaults = dict(steps=600, batch_size=4, lr=2e-4, warmup=50, preview_every=200)
 
     def __init__(self, init: str | Path = VAE_CHECKPOINT, temporal_weight: float = 1.0, num_clips: int = 6000,
-                 conv_frames: int = 1, **options):
+                 **options):
         vae = VAE.from_pretrained(init)
-        self.model = VideoVAE.from_vae(vae, conv_frames=conv_frames, **options)
+        self.model = VideoVAE.from_vae(vae, **options)
         self.temporal_weight = temporal_weight
         self.latents = encode_clips(vae, "train", num_clips)["latents"]  # (N, F, c, h, w), the frozen encoder's
         self.videos = MovingDigits("train", length=num_clips, num_frames=self.latents.shape[1])

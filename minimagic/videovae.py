@@ -5,9 +5,7 @@ VideoVAE keeps the image VAE's encoder, frozen, so the latent space and the diff
 and gives the decoder "two temporal-directed attention layers" [digest §5]. Where they go is not known; we
 put one after the decoder's mid block and one after its last up block (digest §9 #19), each a residual
 branch h + T-Attn(h) whose output projection starts at zero: at initialisation the VideoVAE decodes exactly
-like the image VAE, frame by frame. `conv_frames=n` (our addition, measured in the README) also puts a causal
-(n x 3 x 3) spatio-temporal conv, zero-initialised too, after the mid block and the first up level: at
-1/4 and 1/2 resolution a digit moving 3 px per frame stays inside its 3 x 3 window.
+like the image VAE, frame by frame.
 """
 
 import copy
@@ -29,31 +27,12 @@ class VideoVAEConfig:
     vae: VAEConfig
     num_frames: int = 8  # max frames F the temporal layers accept
     directed: bool = True  # False: bidirectional temporal attention (an ablation)
-    conv_frames: int = 1  # > 1: also a causal spatio-temporal conv over that many frames (CausalTemporalConv)
 
     def __post_init__(self):
         if isinstance(self.vae, dict):  # from a checkpoint's config.json
             self.vae = VAEConfig(**self.vae)
-        if self.num_frames < 1 or self.conv_frames < 1:
-            raise ValueError(f"num_frames and conv_frames must be >= 1, got {self.num_frames}, {self.conv_frames}")
-
-
-class CausalTemporalConv(nn.Module):
-    """T-Conv(h): a (frames x 3 x 3) convolution whose window ends at the current frame, so frame i sees
-    frames i - n + 1 .. i (the first frame repeated before the clip); zero-initialised, a residual branch.
-    Unlike per-position attention it can follow a feature that moves by a pixel between frames."""
-
-    def __init__(self, channels: int, num_frames: int):
-        super().__init__()
-        self.conv = nn.Conv3d(channels, channels, (num_frames, 3, 3), padding=(0, 1, 1))
-        nn.init.zeros_(self.conv.weight)
-        nn.init.zeros_(self.conv.bias)
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        """h (B, F, C, H, W) -> T-Conv(h) (B, F, C, H, W)."""
-        x = rearrange(h, "b f c h w -> b c f h w")
-        x = nn.functional.pad(x, (0, 0, 0, 0, self.conv.kernel_size[0] - 1, 0), mode="replicate")  # past frames only
-        return rearrange(self.conv(x), "b c f h w -> b f c h w")
+        if self.num_frames < 1:
+            raise ValueError(f"num_frames must be >= 1, got {self.num_frames}")
 
 
 class VideoVAE(nn.Module):
@@ -70,9 +49,6 @@ class VideoVAE(nn.Module):
                                             directed=config.directed)
             for name, channels in (("mid", config.vae.channels[-1]), ("levels", config.vae.channels[0]))
         })
-        latent_levels = (("mid", config.vae.channels[-1]), ("up0", config.vae.channels[-1]))  # h/8 and h/4
-        self.temporal_conv = nn.ModuleDict({name: CausalTemporalConv(channels, config.conv_frames)
-                                            for name, channels in latent_levels if config.conv_frames > 1})
 
     @classmethod
     def from_vae(cls, vae: VAE, num_frames: int = 8, **options) -> "VideoVAE":
@@ -94,14 +70,7 @@ class VideoVAE(nn.Module):
             raise ValueError(f"this VideoVAE decodes at most {self.config.num_frames} frames, got {F}")
 
         def temporal(name: str, h: torch.Tensor) -> torch.Tensor:  # h (B*F, C', H', W')
-            if name not in self.temporal and name not in self.temporal_conv:
-                return h
-            h = h.unflatten(0, (B, F))  # (B, F, C', H', W')
-            if name in self.temporal_conv:
-                h = h + self.temporal_conv[name](h)  # h + T-Conv(h)
-            if name in self.temporal:
-                h = h + self.temporal[name](h)  # h + T-Attn(h)
-            return h.flatten(0, 1)
+            return h + self.temporal[name](h.unflatten(0, (B, F))).flatten(0, 1)  # h + T-Attn(h)
 
         z = rearrange(latents / self.config.vae.scale_factor, "b f c h w -> (b f) c h w")
         frames = self.vae.decoder(self.vae.post_quant_conv(z), temporal)  # (B*F, C, H, W)

@@ -20,10 +20,8 @@ def randomise(module: torch.nn.Module) -> None:
         p.data.add_(0.3 * torch.randn_like(p))
 
 
-@pytest.mark.parametrize("conv_frames", [1, 3])
-def test_identity_at_init(vae, conv_frames):
-    video_vae = VideoVAE.from_vae(vae, num_frames=4, conv_frames=conv_frames)
-    assert len(video_vae.temporal_conv) == (2 if conv_frames > 1 else 0)
+def test_identity_at_init(vae):
+    video_vae = VideoVAE.from_vae(vae, num_frames=4)
     latents = torch.randn(2, 4, 4, 8, 8)
     with torch.no_grad():
         assert torch.allclose(video_vae.decode_video(latents), vae.decode_video(latents), atol=1e-6)
@@ -31,11 +29,9 @@ def test_identity_at_init(vae, conv_frames):
         assert torch.equal(video_vae.encode_video(video), vae.encode_video(video))
 
 
-@pytest.mark.parametrize("conv_frames", [1, 3])
-def test_decoder_is_causal_and_its_temporal_layers_matter(vae, conv_frames):
-    video_vae = VideoVAE.from_vae(vae, num_frames=6, conv_frames=conv_frames)
+def test_decoder_is_causal_and_its_temporal_layers_matter(vae):
+    video_vae = VideoVAE.from_vae(vae, num_frames=6)
     randomise(video_vae.temporal)
-    randomise(video_vae.temporal_conv)
     latents = torch.randn(1, 6, 4, 8, 8)
     changed = latents.clone()
     changed[:, 3:] += torch.randn_like(changed[:, 3:])
@@ -44,7 +40,7 @@ def test_decoder_is_causal_and_its_temporal_layers_matter(vae, conv_frames):
         assert torch.allclose(a[:, :3], b[:, :3], atol=1e-6)  # frames 0..2 never see frames 3..5
         assert not torch.allclose(a[:, 3:], b[:, 3:])
         assert not torch.allclose(a, vae.decode_video(latents), atol=1e-3)  # the temporal branch is live
-        bidirectional = VideoVAE.from_vae(vae, num_frames=6, directed=False, conv_frames=conv_frames)
+        bidirectional = VideoVAE.from_vae(vae, num_frames=6, directed=False)
         bidirectional.load_state_dict(video_vae.state_dict())
         a, b = bidirectional.decode_video(latents), bidirectional.decode_video(changed)
         assert not torch.allclose(a[:, :3], b[:, :3], atol=1e-6)
@@ -65,8 +61,6 @@ def test_bad_shapes_are_refused(vae):
         video_vae.decode_video(torch.randn(1, 4, 3, 8, 8))
     with pytest.raises(ValueError, match=r"\(B, F, 4, h, w\)"):
         video_vae.decode_video(torch.randn(4, 4, 8, 8))
-    with pytest.raises(ValueError, match="conv_frames must be >= 1"):
-        VideoVAE.from_vae(vae, conv_frames=0)
 
 
 def test_stage_trains_the_decoder_and_leaves_the_encoder_frozen(tmp_path):
@@ -83,11 +77,9 @@ def test_stage_trains_the_decoder_and_leaves_the_encoder_frozen(tmp_path):
     assert any(not torch.equal(before[name], after[name]) for name in before if name.startswith("temporal."))
 
 
-@pytest.mark.parametrize("conv_frames", [1, 3])
-def test_save_load_round_trip(vae, tmp_path, conv_frames):
-    video_vae = VideoVAE.from_vae(vae, num_frames=4, conv_frames=conv_frames)
+def test_save_load_round_trip(vae, tmp_path):
+    video_vae = VideoVAE.from_vae(vae, num_frames=4)
     randomise(video_vae.temporal)
-    randomise(video_vae.temporal_conv)
     video_vae.save_pretrained(tmp_path / "videovae", command="test")
     loaded = VideoVAE.from_pretrained(tmp_path / "videovae")
     assert loaded.config == video_vae.config
