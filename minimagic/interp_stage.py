@@ -41,7 +41,7 @@ class InterpolationStage:
         UNetConfig.preset(preset)  # an unknown preset fails now, before any model loads
         meta = checkpoint.load_meta(init) if init is not None else {}
         if meta.get("stage") == "interp":
-            self.model = FrameInterpolator.from_pretrained(init).train()
+            self.model = FrameInterpolator.from_pretrained(init)
             self.vae, self.diffusion = VAE.from_pretrained(Path(init) / "vae"), self.model.diffusion
             self.text = TextEncoder(meta["text_encoder"], max_length=meta["max_length"])
             self.use_data(self.model.max_between)
