@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from minimagic.data import DATA_DIR, MovingDigits, caption_for
-from minimagic.evaluate import evaluate_interp
+from minimagic.evaluate import evaluate_interp, evaluate_videovae
 from minimagic.metrics import DigitClassifier, flicker, psnr, video_scores
 from minimagic.pipeline import TextToVideoPipeline, default_checkpoint
 from minimagic.vae import VAE
@@ -74,3 +74,10 @@ def test_interpolation_beats_blending_and_lengthens_generated_clips():
     assert clip.shape == (1, 8 + 7 * 3, 1, 64, 64)
     with pytest.raises(ValueError, match=r"interpolate must be in \[1, 3\]"):
         pipe("the digit four moves right", interpolate=4)
+
+
+@torch.no_grad()
+def test_videovae_evaluation_reports_the_decoder_without_its_temporal_layers(tmp_path):
+    row = evaluate_videovae(CHECKPOINTS / "videovae-moving-digits", num_videos=4, t2v=tmp_path)  # no t2v: no generation
+    assert {"vae_flicker", "videovae_flicker", "videovae_no_temporal_flicker"} <= row.keys()
+    assert row["videovae_no_temporal_flicker"] != row["vae_flicker"]  # a fine-tuned decoder, not the image VAE's
