@@ -81,3 +81,4 @@ def test_videovae_evaluation_reports_the_decoder_without_its_temporal_layers(tmp
     row = evaluate_videovae(CHECKPOINTS / "videovae-moving-digits", num_videos=4, t2v=tmp_path)  # no t2v: no generation
     assert {"vae_flicker", "videovae_flicker", "videovae_no_temporal_flicker"} <= row.keys()
     assert row["videovae_no_temporal_flicker"] != row["vae_flicker"]  # a fine-tuned decoder, not the image VAE's
+    assert row["videovae_no_temporal_flicker"] != row["videovae_flicker"]  # its temporal layers really are off
