@@ -70,10 +70,11 @@ def frame_differences(video: torch.Tensor) -> torch.Tensor:
 
 class VideoVAEStage:
     """Fine-tune the VideoVAE decoder on clips (encoder frozen): loss = |x_hat - x|^2 + w |dx_hat - dx|^2,
-    where d is the difference between consecutive frames: the temporal term penalises flicker."""
+    where d is the difference between consecutive frames: the temporal term penalises flicker. The defaults
+    made the shipped checkpoint (README): 600 steps at lr 2e-4 lowered flicker by only 10%."""
 
     name = "videovae"
-    defaults = dict(steps=600, batch_size=4, lr=2e-4, warmup=50, preview_every=200)
+    defaults = dict(steps=3000, batch_size=4, lr=2e-3, ema_decay=0.999, warmup=50, preview_every=500)
 
     def __init__(self, init: str | Path = VAE_CHECKPOINT, temporal_weight: float = 1.0, num_clips: int = 6000,
                  **options):

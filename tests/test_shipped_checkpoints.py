@@ -57,9 +57,17 @@ def test_videovae_flickers_less_than_the_image_vae_on_held_out_clips():
     video = torch.stack([clips[i]["video"] for i in range(len(clips))])  # (8, F, 1, H, W)
     latents = vae.encode_video(video)
     by_frame, by_video = vae.decode_video(latents).clamp(-1, 1), videovae.decode_video(latents).clamp(-1, 1)
-    assert flicker(by_video, video) < 0.95 * flicker(by_frame, video)
+    assert flicker(by_video, video) < 0.85 * flicker(by_frame, video)  # the 600-step VideoVAE managed 0.9x
     frames = video.flatten(0, 1)  # (8*F, 1, H, W)
     assert psnr(by_video.flatten(0, 1), frames)[1] > psnr(by_frame.flatten(0, 1), frames)[1] - 0.3
+
+
+def test_the_pipeline_ships_the_trained_videovae():
+    """The t2v pipeline decodes with a copy of videovae-moving-digits (README: how it is copied in)."""
+    shipped = VideoVAE.from_pretrained(CHECKPOINTS / "videovae-moving-digits").state_dict()
+    in_pipeline = VideoVAE.from_pretrained(CHECKPOINTS / "t2v-moving-digits" / "videovae").state_dict()
+    assert shipped.keys() == in_pipeline.keys()
+    assert all(torch.equal(shipped[k], in_pipeline[k]) for k in shipped)
 
 
 @torch.no_grad()
@@ -82,3 +90,4 @@ def test_videovae_evaluation_reports_the_decoder_without_its_temporal_layers(tmp
     assert {"vae_flicker", "videovae_flicker", "videovae_no_temporal_flicker"} <= row.keys()
     assert row["videovae_no_temporal_flicker"] != row["vae_flicker"]  # a fine-tuned decoder, not the image VAE's
     assert row["videovae_no_temporal_flicker"] != row["videovae_flicker"]  # its temporal layers really are off
+    assert row["videovae_single_frames_flicker"] != row["videovae_flicker"]  # no other frame to attend to
