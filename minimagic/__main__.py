@@ -11,6 +11,8 @@ from minimagic.train import TrainConfig
 
 
 def train_command(args: argparse.Namespace) -> None:
+    import torch
+
     from minimagic import distributed
     from minimagic.stages import STAGES
     from minimagic.train import train
@@ -22,6 +24,7 @@ def train_command(args: argparse.Namespace) -> None:
     accepted = inspect.signature(STAGES[args.stage]).parameters
     if unknown := [f"--{name.replace('_', '-')}" for name in stage_options if name not in accepted]:
         raise ValueError(f"the {args.stage} stage takes no {', '.join(unknown)}")
+    torch.manual_seed(TrainConfig.seed if args.seed is None else args.seed)  # the new layers the stage builds
     stage = STAGES[args.stage](**stage_options)
     keys = ("steps", "batch_size", "lr", "ema_decay", "seed", "device", "precision", "preview_every",
             "checkpoint_every", "log_every", "grad_accum")

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
+from minimagic.__main__ import main
 from minimagic.train import TrainConfig, train
 from minimagic.train_state import STATE_DIR
 
@@ -148,3 +150,14 @@ def test_nonsense_training_options_are_refused():
         TrainConfig(precision="fp8")
     with pytest.raises(ValueError, match="ema_decay"):
         TrainConfig(ema_decay=1.5)
+
+
+def test_the_training_command_gives_the_same_weights_every_time(tmp_path):
+    """The stage's new layers are initialised after seeding, so a recorded command reproduces its checkpoint."""
+    for name in ("first", "second"):
+        main(["train", "vae", "--preset", "tiny", "--steps", "1", "--batch-size", "2",
+              "--run-dir", str(tmp_path / name), "--out", str(tmp_path / name / "checkpoint")])
+    first, second = (load_file(tmp_path / name / "checkpoint" / "model.safetensors") for name in ("first", "second"))
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[key], second[key]) for key in first)
+
