@@ -7,7 +7,8 @@ t2v: for random "the digit <k> moves <direction>" prompts and seeds that trainin
      of frames showing digit <k>, of clips moving in the captioned direction, and of clips whose digit keeps
      its identity in every frame; FVD-MD against as many held-out real clips (the Moving-MNIST video network
      of `video_classifier.py`) and that network's digit and direction accuracy;
-videovae: flicker and PSNR of held-out clips decoded frame by frame vs by the VideoVAE;
+videovae: flicker and PSNR of held-out clips decoded frame by frame vs by the VideoVAE (digest §5), with two
+          ablations (temporal layers zeroed; every frame decoded alone);
 interp: in-between frames of held-out clips generated from their first and last frame, vs linear blending.
 Results are written as JSON and as a Markdown table.
 """

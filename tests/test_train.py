@@ -160,4 +160,3 @@ def test_the_training_command_gives_the_same_weights_every_time(tmp_path):
     first, second = (load_file(tmp_path / name / "checkpoint" / "model.safetensors") for name in ("first", "second"))
     assert first.keys() == second.keys()
     assert all(torch.equal(first[key], second[key]) for key in first)
-
