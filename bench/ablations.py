@@ -1,4 +1,4 @@
-"""MagicVideo's ablations (digest §8) on captioned Moving MNIST: which parts of the video model matter?
+"""MagicVideo's ablations (docs/paper.md §8) on captioned Moving MNIST: which parts of the video model matter?
 
 Same data, same number of steps, same seeds for every variant, each trained with the real t2v stage
 (`stages.TextToVideoStage`) and training loop (`train.train`):

@@ -1,4 +1,4 @@
-"""MagicVideo's efficiency claim (digest §8.3), measured on minimagic: FLOPs, speed, memory, training.
+"""MagicVideo's efficiency claim (docs/paper.md §8.3), measured on minimagic: FLOPs, speed, memory, training.
 
 The paper says its latent-space U-Net needs "around 64x fewer computations than VDM in terms of FLOPs". This
 script measures, for minimagic's VideoUNet:

@@ -1,10 +1,10 @@
 """MagicVideo's frame-wise lightweight adaptor (§3.2.1): z_i = S_i * Conv2d(z_i) + B_i, i = 1..F.
 
 The 2D convolutions of the image U-Net are reused and shared by all frames; each one gets "a unique
-adaptor" [digest §2] holding a per-frame, per-channel scale S_i and shift B_i that adjust the mean and
+adaptor" [docs/paper.md §2] holding a per-frame, per-channel scale S_i and shift B_i that adjust the mean and
 variance of frame i's features ("image-to-video distribution adjustment"). The paper gives neither the
 shape nor the initialisation: S, B of shape (F, C_out) broadcast over H and W, and S = 1, B = 0 (so the
-inflated model starts as the image model run frame by frame) are our choices [digest §2, §9 #4].
+inflated model starts as the image model run frame by frame) are our choices [docs/paper.md §2, §9 #4].
 """
 
 from dataclasses import dataclass
@@ -73,7 +73,7 @@ class AdaptedConv2d(nn.Module):
 def add_frame_adaptors(module: nn.Module, num_frames: int, frame_context: FrameContext) -> int:
     """Replace, in place, every nn.Conv2d inside `module` by an AdaptedConv2d; return how many.
 
-    "A unique adaptor for each 2D convolution" [digest §2]: conv_in/conv_out, ResBlock and shortcut convs,
+    "A unique adaptor for each 2D convolution" [docs/paper.md §2]: conv_in/conv_out, ResBlock and shortcut convs,
     resampling convs and the 1x1 proj_in/proj_out of the spatial transformers. The convs themselves are
     kept (same objects, same weights). Convs already wrapped are skipped, so a second call returns 0.
     """

@@ -1,4 +1,4 @@
-"""Stage interp of minimagic: train the FrameInterpolator (interpolation.py, digest §1) on MovingDigits clips.
+"""Stage interp of minimagic: train the FrameInterpolator (interpolation.py, docs/paper.md §1) on MovingDigits clips.
 
 `python -m minimagic train interp --preset toy` starts from the shipped text-to-video model, so the
 interpolator begins as the keyframe denoiser, and learns to fill in k frames between two known ones.

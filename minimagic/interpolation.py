@@ -1,4 +1,4 @@
-"""MagicVideo's second stage (digest §1): a latent diffusion model that fills in frames between keyframes.
+"""MagicVideo's second stage (docs/paper.md §1): a latent diffusion model that fills in frames between keyframes.
 
 For two neighbouring keyframe latents z^a, z^b it generates the k latents in between. The denoiser sees
 the k + 2 frames [a, 1, ..., k, b], each as the channel concatenation

@@ -1,6 +1,6 @@
 """Moving-digit clips encoded once into the VAE's latent space.
 
-MagicVideo's denoiser never sees pixels: z = [E(x^1), ..., E(x^F)] (digest §1). Encoding the training
+MagicVideo's denoiser never sees pixels: z = [E(x^1), ..., E(x^F)] (docs/paper.md §1). Encoding the training
 clips once, before diffusion training, keeps the VAE out of the training loop (minutes instead of
 hours on a CPU). The result is cached in `data/cache/`, keyed by the VAE's weights.
 """

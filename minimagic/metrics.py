@@ -1,7 +1,7 @@
 """Evaluation of MagicVideo's text-to-video samples on captioned Moving MNIST: is it the right digit,
 moving the right way, and the same digit in every frame?
 
-MagicVideo reports FID/FVD/CLIPSIM on web video (digest §7); the toy data has a caption with a fixed
+MagicVideo reports FID/FVD/CLIPSIM on web video (docs/paper.md §7); the toy data has a caption with a fixed
 grammar, so minimagic can score a sample exactly: a small `DigitClassifier` reads the digit of each
 frame, and the intensity-weighted centroid of the frames gives the motion to compare with the caption.
 """
@@ -169,7 +169,7 @@ def video_scores(videos: torch.Tensor, captions: list[str], classifier: DigitCla
 
 
 def flicker(video: torch.Tensor, reference: torch.Tensor) -> float:
-    """Temporal error of a decoded clip against the truth (VideoVAE, digest §5): the mean over pixels of
+    """Temporal error of a decoded clip against the truth (VideoVAE, docs/paper.md §5): the mean over pixels of
     |(x_hat_{i+1} - x_hat_i) - (x_{i+1} - x_i)| for videos (B, F, C, H, W) in [-1, 1]. Per-frame errors
     that stay put between frames cost nothing; errors that change from frame to frame (dithering) do."""
     if video.shape != reference.shape or video.ndim != 5 or video.shape[1] < 2:

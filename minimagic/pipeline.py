@@ -1,10 +1,10 @@
-"""MagicVideo's keyframe generation (digest §1, stage 1): prompt y -> tau(y) -> DDIM over latents -> frames.
+"""MagicVideo's keyframe generation (docs/paper.md §1, stage 1): prompt y -> tau(y) -> DDIM over latents -> frames.
 
     z_T ~ N(0, I) of shape (B, F, c, h, w)  ->  z_0 by DDIM with classifier-free guidance on
     eps_theta(z_t, t, tau(y), v)  ->  x = D(z_0), decoded frame by frame by the VAE.
 
 A pipeline folder holds the denoiser (`model.safetensors` + `config.json`), its VAE (`vae/`), optionally a
-VideoVAE decoder (`videovae/`, digest §5) that then decodes instead of the VAE, and the name of its text
+VideoVAE decoder (`videovae/`, docs/paper.md §5) that then decodes instead of the VAE, and the name of its text
 encoder, so `TextToVideoPipeline.from_pretrained(dir)` needs nothing else. `interpolate=k` adds the paper's
 second stage: the shipped FrameInterpolator (interpolation.py) fills in k frames between keyframes. A folder made by the
 t2i stage holds an image U-Net: the pipeline then makes one-frame "videos" (B, 1, C, H, W).

@@ -2,7 +2,7 @@
 
 MagicVideo runs at 256x256 in the latent space of Stable Diffusion's VAE (factor 8, 4 latent channels,
 latents scaled by 0.18215: 256x256 frames -> 4x32x32) and conditions on CLIP's per-token text features
-(ViT-L/14: 77 tokens of D = 768) (digest §1). Neither set of weights can be shipped or downloaded here:
+(ViT-L/14: 77 tokens of D = 768) (docs/paper.md §1). Neither set of weights can be shipped or downloaded here:
 pass folders, e.g. made with `huggingface-cli download stabilityai/sd-vae-ft-mse --local-dir sd-vae` (or the
 `vae/` of a Stable Diffusion v1 repository) and `huggingface-cli download openai/clip-vit-large-patch14
 --local-dir clip`. With internet access a Hub name (`stabilityai/sd-vae-ft-mse`,

@@ -1,7 +1,7 @@
 """S-Attn of MagicVideo (§3.1): S-Attn(z) = CrossAttn(LN(MHSA(LN(z)))), the per-frame spatial transformer.
 
 This is the Stable Diffusion v1 transformer block that the video model inherits from the image U-Net
-[digest §3.1, §4]: self-attention over the H*W tokens of one image, cross-attention from those tokens to
+[docs/paper.md §3.1, §4]: self-attention over the H*W tokens of one image, cross-attention from those tokens to
 the text tokens tau(y), and a GEGLU feed-forward, each with a residual. All attention runs on the fused
 `F.scaled_dot_product_attention` kernel.
 """

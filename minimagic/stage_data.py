@@ -1,7 +1,7 @@
 """What the training stages learn from: Moving digits (the default) or real clips of a UCF-101-style folder.
 
-The diffusion stages never see pixels: every clip is encoded once, z = [E(x^1), ..., E(x^F)] (digest §1),
-and kept with its caption and its FPS condition v = source fps / frame_stride (digest §6.3). A folder's
+The diffusion stages never see pixels: every clip is encoded once, z = [E(x^1), ..., E(x^F)] (docs/paper.md §1),
+and kept with its caption and its FPS condition v = source fps / frame_stride (docs/paper.md §6.3). A folder's
 captions come from its class names ("playing guitar"); Moving digits have "the digit seven moves left".
 """
 

@@ -1,10 +1,10 @@
 """The training stages of minimagic, in the order MagicVideo builds them.
 
-vae: the frame autoencoder whose latent space everything else lives in (digest §1; vae_stages.py);
-t2i: the text-to-image latent U-Net whose 2D weights MagicVideo reuses (digest §4);
-t2v: that U-Net inflated to video with adaptors and directed temporal attention (digest §2-3);
-videovae: the VideoVAE decoder that removes frame-to-frame dithering (digest §5; vae_stages.py);
-interp: the frame interpolation model that fills in frames between keyframes (digest §1; interp_stage.py).
+vae: the frame autoencoder whose latent space everything else lives in (docs/paper.md §1; vae_stages.py);
+t2i: the text-to-image latent U-Net whose 2D weights MagicVideo reuses (docs/paper.md §4);
+t2v: that U-Net inflated to video with adaptors and directed temporal attention (docs/paper.md §2-3);
+videovae: the VideoVAE decoder that removes frame-to-frame dithering (docs/paper.md §5; vae_stages.py);
+interp: the frame interpolation model that fills in frames between keyframes (docs/paper.md §1; interp_stage.py).
 Each stage gives `train.train` a model, batches, a loss, a preview and a `save`. They train on Moving
 digits, or with `data="ucf10"` and `data_root` on real clips (stage_data.py); `preset="base"` is the paper's
 setting at 256x256 with Stable Diffusion's VAE and CLIP's text encoder, both supplied by the user (pretrained.py).
@@ -34,7 +34,7 @@ T2I_CHECKPOINT = DATA_DIR / "checkpoints" / "t2i-moving-digits"
 class LatentDiffusionStage:
     """Shared by t2i and t2v: eps-prediction loss on pre-encoded latents, with caption dropout for CFG.
 
-    L = E ||eps - eps_theta(z_t, t, tau(y))||^2 (digest §6.1); tau(y) -> tau("") with p = cfg_dropout.
+    L = E ||eps - eps_theta(z_t, t, tau(y))||^2 (docs/paper.md §6.1); tau(y) -> tau("") with p = cfg_dropout.
     """
 
     defaults = dict(steps=3000, batch_size=32, lr=5e-4, ema_decay=0.999, warmup=200, preview_every=500)
@@ -144,7 +144,7 @@ class TextToVideoStage(LatentDiffusionStage):
         clip = torch.randint(self.clips["latents"].shape[0], (batch_size,), generator=generator)
         prompts = [self.clips["captions"][i] for i in clip.tolist()]
         return {"x0": self.clips["latents"][clip].float(), "context": self.contexts(prompts, generator),
-                "fps": self.clips["fps"][clip].float()}  # v of each clip (digest §6.3)
+                "fps": self.clips["fps"][clip].float()}  # v of each clip (docs/paper.md §6.3)
 
     def preview(self, model, path: Path, generator: torch.Generator) -> None:
         videos = self.pipeline(model)(self.clips["video_prompts"], fps=self.preview_fps,

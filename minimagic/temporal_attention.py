@@ -2,7 +2,7 @@
 
 Every spatial position (h, w) of every clip is a sequence of F frame tokens; attention runs along that
 frame axis only. M is the lower-triangular causal mask: query frame p sees key frames q <= p, so "the
-current token is only affected by previous tokens" [digest §3.2]. The paper writes the mask as a product
+current token is only affected by previous tokens" [docs/paper.md §3.2]. The paper writes the mask as a product
 after the softmax; like standard practice we mask the logits before it (equivalently, post-softmax masking
 followed by renormalisation), so every row sums to 1. `directed=False` is the bidirectional ablation
 (VDM / Make-A-Video style temporal attention, M = all ones).

@@ -1,6 +1,6 @@
 """The 2D text-to-image latent U-Net eps_theta(z_t, t, tau(y)) that MagicVideo inflates (LDM / SD v1 style).
 
-MagicVideo reuses "all the convolution operator weights" of a pre-trained T2I U-Net [digest §4]. Nothing
+MagicVideo reuses "all the convolution operator weights" of a pre-trained T2I U-Net [docs/paper.md §4]. Nothing
 here is video-specific: video_unet.py wraps every `nn.Conv2d` with a FrameAdaptor and every
 `SpatialTransformer` with a temporal branch, and adds its FPS embedding to the output of `embed_time`.
 """

@@ -1,7 +1,7 @@
 """The latent space of MagicVideo: a KL-regularised autoencoder, z = E(x), x ≈ D(z) (LDM's AutoencoderKL).
 
 MagicVideo encodes every frame with Stable Diffusion's VAE, z_t = [E(x^1), ..., E(x^F)], and runs
-diffusion on those latents (digest §1). Module names mirror diffusers' `AutoencoderKL`, so a Stable
+diffusion on those latents (docs/paper.md §1). Module names mirror diffusers' `AutoencoderKL`, so a Stable
 Diffusion VAE checkpoint loads with `VAE.from_diffusers` after a few renames.
 """
 

@@ -1,4 +1,4 @@
-"""The autoencoder stages: the frame VAE (digest §1) and the VideoVAE decoder (digest §5)."""
+"""The autoencoder stages: the frame VAE (docs/paper.md §1) and the VideoVAE decoder (docs/paper.md §5)."""
 
 from pathlib import Path
 

@@ -1,6 +1,6 @@
 """MagicVideo's keyframe denoiser eps_theta(z_t, t, tau(y), v) (§3): the 2D T2I U-Net inflated to video.
 
-Inflation [digest §4]: the 2D layers are reused and see the F frames folded into the batch (B*F, C, h, w);
+Inflation [docs/paper.md §4]: the 2D layers are reused and see the F frames folded into the batch (B*F, C, h, w);
 every nn.Conv2d gets a FrameAdaptor (z_i = S_i * conv(z_i) + B_i); every SpatialTransformer becomes
 z = S-Attn(z) + T-Attn(z) with a directed temporal attention branch; and the frame rate v is embedded as
 Linear(SiLU(Linear(Sin(v)))) and added to the timestep embedding (§6.3). All new parts start as the identity

@@ -1,7 +1,7 @@
 """Real-video training data for MagicVideo: UCF-101-style clips with a caption and the clip's FPS condition v.
 
 MagicVideo trains on short clips sampled from longer videos and conditions on the frame rate of the
-sample, v = source fps / frame_stride (digest 6.3). A UCF-101 folder `root/<ClassName>/*.avi` has no
+sample, v = source fps / frame_stride (docs/paper.md §6.3). A UCF-101 folder `root/<ClassName>/*.avi` has no
 captions, so the class name becomes one: `ApplyEyeMakeup` -> "apply eye makeup".
 
 Data presets (`VideoFolder.preset(name, root)`, `--data NAME --data-root ROOT` on the command line) pick a
@@ -10,7 +10,7 @@ UCF-101 subset; ROOT is the unpacked UCF-101 folder (`ROOT/Biking/v_Biking_g01_c
   HorseRiding, JumpingJack, PlayingGuitar, PushUps, Rowing, SkyDiving; 8 frames 4 apart at 64x64 (UCF-101
   is 25 fps, so a clip spans 1.2 s and v = 6.25), for the toy presets on a laptop or one small GPU.
 - `ucf10-256`: the same classes as 16 frames 2 apart at 256x256 (v = 12.5), the paper's 16 keyframes at
-  256x256 (digest §1.2), for `--preset base` with Stable Diffusion's VAE (pretrained.py).
+  256x256 (docs/paper.md §1.2), for `--preset base` with Stable Diffusion's VAE (pretrained.py).
 A preset takes an official split file, e.g. `split_file=".../ucfTrainTestlist/trainlist01.txt"`.
 """
 

@@ -1,9 +1,9 @@
-"""MagicVideo's VideoVAE (v2, digest §5): the image VAE's decoder with directed temporal attention layers.
+"""MagicVideo's VideoVAE (v2, docs/paper.md §5): the image VAE's decoder with directed temporal attention layers.
 
 Decoding each latent frame on its own lets pixels shimmer from frame to frame ("pixel dithering"). The
 VideoVAE keeps the image VAE's encoder, frozen, so the latent space and the diffusion model are unchanged,
-and gives the decoder "two temporal-directed attention layers" [digest §5]. Where they go is not known; we
-put one after the decoder's mid block and one after its last up block (digest §9 #19), each a residual
+and gives the decoder "two temporal-directed attention layers" [docs/paper.md §5]. Where they go is not known; we
+put one after the decoder's mid block and one after its last up block (docs/paper.md §9 #19), each a residual
 branch h + T-Attn(h) whose output projection starts at zero: at initialisation the VideoVAE decodes exactly
 like the image VAE, frame by frame.
 """
