@@ -1,4 +1,4 @@
-"""MagicVideo's frame-wise lightweight adaptor (§3.2.1): z_i = S_i * Conv2d(z_i) + B_i, i = 1..F.
+"""MagicVideo's frame-wise lightweight adaptor (docs/paper.md §2): z_i = S_i * Conv2d(z_i) + B_i, i = 1..F.
 
 The 2D convolutions of the image U-Net are reused and shared by all frames; each one gets "a unique
 adaptor" [docs/paper.md §2] holding a per-frame, per-channel scale S_i and shift B_i that adjust the mean and

@@ -1,7 +1,7 @@
 """Evaluation of MagicVideo's text-to-video samples on captioned Moving MNIST: is it the right digit,
 moving the right way, and the same digit in every frame?
 
-MagicVideo reports FID/FVD/CLIPSIM on web video (docs/paper.md §7); the toy data has a caption with a fixed
+MagicVideo reports FID/FVD/CLIPSIM on web video (docs/paper.md §8); the toy data has a caption with a fixed
 grammar, so minimagic can score a sample exactly: a small `DigitClassifier` reads the digit of each
 frame, and the intensity-weighted centroid of the frames gives the motion to compare with the caption.
 """

@@ -1,4 +1,4 @@
-"""FVD-MD: a video feature network for captioned Moving MNIST, in the role I3D plays for FVD (docs/paper.md §7).
+"""FVD-MD: a video feature network for captioned Moving MNIST, in the role I3D plays for FVD (docs/paper.md §8).
 
 MagicVideo reports FVD with I3D features trained on Kinetics. On Moving MNIST minimagic trains its own
 small video network instead (`scripts/train_video_classifier.py`): a factorised 2D + temporal conv net that
