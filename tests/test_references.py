@@ -21,7 +21,7 @@ OUTSIDE = [  # (pattern, what it cites)
     (re.compile(r"\bdigest\s*§|\bthe\s+digest\b|digest\.md", re.IGNORECASE), "the implementers' digest"),
     (re.compile(r"\.\./shared|/work/shared"), "a folder outside the repository"),
     (re.compile(r"\bissues?\s*(#\s*\d+|\"|“)", re.IGNORECASE), "an issue"),
-    (re.compile(r"/issues/\d+|/pull/\d+|\btracker\b", re.IGNORECASE), "an issue tracker"),
+    (re.compile(r"/issues\b|/pull/\d+|\bissue[- ]tracker\b", re.IGNORECASE), "an issue tracker"),
 ]
 SECTION = re.compile(r"(docs/paper\.md\s*)?§\s*(\d+(?:\.\d+)*)(?:\s*#(\d+))?")
 PAPER_HEADING = re.compile(r"^#+\s*§(\d+(?:\.\d+)*)\s", re.MULTILINE)
@@ -114,7 +114,8 @@ def missing_paths(root: Path) -> list[str]:
     documents = [root / "README.md", *sorted((root / "docs").rglob("*.md"))]
     for document in [d for d in documents if d.is_file()]:
         text, name = document.read_text(encoding="utf-8"), document.relative_to(root).as_posix()
-        problems += [f"{name}: `{path}` does not exist" for path in cited_paths(text) if not (root / path).exists()]
+        missing = [path for path in dict.fromkeys(cited_paths(text)) if not (root / path).exists()]
+        problems += [f"{name}: `{path}` does not exist" for path in missing]
         for link in [a or b for a, b in LINK.findall(text)]:
             target = link.split("#")[0]
             if target and not re.match(r"[a-z]+:", target) and not (document.parent / target).exists():
@@ -142,20 +143,21 @@ def write(root: Path, name: str, text: str) -> None:
 def test_the_scanners_accept_a_good_tree_and_name_every_fault_in_a_bad_one(tmp_path):
     write(tmp_path, "docs/paper.md", "# notes\n## §1 Pipeline\n### §1.1 Stages\n## §9 Choices\n| # | a |\n|---|---|\n"
                                      "| 1 | x |\n| 2 | y |\n")
-    write(tmp_path, "minimagic/good.py", '"""Keyframes (docs/paper.md §1.1, §9 #2)."""\ndigest = hashlib.sha1()\n')
+    write(tmp_path, "minimagic/good.py", '"""Keyframes (docs/paper.md §1.1, §9 #2), the centroid tracker."""\n'
+                                         "digest = hashlib.sha1()\n")
     write(tmp_path, "README.md", "See `minimagic/good.py`, `00_data` and [notes](docs/paper.md).\n")
     write(tmp_path, "notebooks/00_data.ipynb", json.dumps({"cells": [
         {"cell_type": "markdown", "source": ["The pipeline (docs/paper.md §1)."]}]}))
     assert outside_citations(tmp_path) == missing_paper_sections(tmp_path) == missing_paths(tmp_path) == []
 
     write(tmp_path, "minimagic/bad.py", '"""As the digest §5 says; see issue #18 and issue "Evaluation"."""\n'
-                                        "# docs/paper.md §7, §1.2, §9 #4; ../shared/paper\n")
+                                        "# docs/paper.md §7, §1.2, §9 #4; ../shared/paper; github.com/o/r/issues\n")
     write(tmp_path, "notebooks/01_x.ipynb", json.dumps({"cells": [{"cell_type": "code", "source": ["x = 1"],
                                                                     "outputs": [{"text": ["see the digest"]}]}]}))
     write(tmp_path, "docs/more.md", "`docs/results/gone.md`, `02_missing` and ![fig](figures/none.png)\n")
     outside = "\n".join(outside_citations(tmp_path))
     for fault in ("minimagic/bad.py:1: cites the implementers' digest", "an issue ('issue #18')",
-                  "an issue ('issue \"')", "minimagic/bad.py:2: cites a folder outside",
+                  "an issue ('issue \"')", "minimagic/bad.py:2: cites a folder outside", "an issue tracker",
                   "notebooks/01_x.ipynb:2: cites the implementers' digest"):
         assert fault in outside
     assert missing_paper_sections(tmp_path) == [
