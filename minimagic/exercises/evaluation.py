@@ -6,7 +6,7 @@ from functools import cache
 
 import torch
 
-from minimagic.exercises.grading import Fault, grade
+from minimagic.exercises.grading import Fault, grade, named
 from minimagic.fvd import frechet_distance
 from minimagic.interpolation import FrameInterpolator
 from minimagic.unet import UNetConfig
@@ -58,7 +58,7 @@ def check_interpolation_conditioning(student: Callable) -> bool:
         Fault("mask inverted: True marks the two given keyframes, False the frames to generate",
               lambda keyframes, num_between: (package(keyframes, num_between)[0], ~package(keyframes, num_between)[1])),
     ]
-    return grade("interpolation_conditioning", student_bool_mask, package, trials, faults)
+    return grade(named(student, "interpolation_conditioning"), student_bool_mask, package, trials, faults)
 
 
 def check_frechet_distance(student: Callable) -> bool:
@@ -96,5 +96,5 @@ def check_frechet_distance(student: Callable) -> bool:
         Fault("only the variances (diagonal covariances, or an elementwise square root): the features are correlated",
               lambda a, b: distance(a, b, diagonal=True)),
     ]
-    return grade("frechet_distance", lambda a, b: float(student(a, b)), frechet_distance, trials, faults,
-                 atol=1e-6, rtol=1e-5)
+    name = named(student, "frechet_distance")
+    return grade(name, lambda a, b: float(student(a, b)), frechet_distance, trials, faults, atol=1e-6, rtol=1e-5)

@@ -72,6 +72,12 @@ def value_problem(got, expected, atol: float, rtol: float) -> str:
     return "values off"
 
 
+def named(student: Callable, default: str) -> str:
+    """The name the student gave the function (how the checker's line starts), or the exercise's name."""
+    name = getattr(student, "__name__", "<lambda>")
+    return default if name.startswith("<") else name
+
+
 def _raised(error: Exception, where: str) -> str:
     first_line = (str(error).splitlines() or [""])[0][:160]
     return f"raised {type(error).__name__}: {first_line} ({where})"

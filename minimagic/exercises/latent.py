@@ -6,7 +6,7 @@ from collections.abc import Callable
 import torch
 
 from minimagic.diffusion import DiffusionConfig, GaussianDiffusion, make_betas
-from minimagic.exercises.grading import Fault, grade
+from minimagic.exercises.grading import Fault, grade, named
 from minimagic.guidance import classifier_free_guidance
 from minimagic.vae import DiagonalGaussian
 
@@ -38,7 +38,7 @@ def check_reparameterise(student: Callable) -> bool:
               lambda mean, logvar, noise: mean + logvar * noise),
         Fault("returned the mean: the noise is missing", lambda mean, logvar, noise: mean),
     ]
-    return grade("reparameterise", student, package, trials, faults)
+    return grade(named(student, "reparameterise"), student, package, trials, faults)
 
 
 def check_kl(student: Callable) -> bool:
@@ -59,7 +59,7 @@ def check_kl(student: Callable) -> bool:
         Fault("sign error: the KL is 1/2 sum(mu^2 + sigma^2 - 1 - log sigma^2)",
               lambda mean, logvar: (0.5 * (mean**2 + logvar.exp() - 1 + logvar)).flatten(1).sum(1)),
     ]
-    return grade("kl_divergence", student, package, _posteriors(1), faults, rtol=1e-4)
+    return grade(named(student, "kl_divergence"), student, package, _posteriors(1), faults, rtol=1e-4)
 
 
 def _noising_trials() -> list[dict]:
@@ -100,7 +100,7 @@ def check_q_sample(student: Callable) -> bool:
         Fault("signal and noise coefficients swapped",
               lambda x0, t, noise, betas: with_abar(_view(torch.cumprod(1 - betas, 0)[t], x0), noise, x0)),
     ]
-    return grade("q_sample", student, package, _noising_trials(), faults)
+    return grade(named(student, "q_sample"), student, package, _noising_trials(), faults)
 
 
 def check_ddim_step(student: Callable) -> bool:
@@ -144,7 +144,7 @@ def check_ddim_step(student: Callable) -> bool:
               for message, step in wrong_steps]
     trials = [{"shape": (2, 4, 4, 4), "num_steps": 1, "seed": 0}, {"shape": (2, 4, 4, 4), "num_steps": 5, "seed": 1},
               {"shape": (1, 3, 4, 3, 3), "num_steps": 10, "seed": 2}]
-    return grade("ddim_step", student_sampling, package, trials, faults, atol=1e-4)
+    return grade(named(student, "ddim_step"), student_sampling, package, trials, faults, atol=1e-4)
 
 
 def check_guidance(student: Callable) -> bool:
@@ -179,4 +179,4 @@ def check_guidance(student: Callable) -> bool:
         Fault("the guidance scale is not used", from_predictions(lambda eps_cond, eps_uncond, guidance_scale:
                                                                   2 * eps_cond - eps_uncond)),
     ]
-    return grade("guided_eps", from_predictions(student), package, trials, faults)
+    return grade(named(student, "guided_eps"), from_predictions(student), package, trials, faults)

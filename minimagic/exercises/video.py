@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from minimagic.adaptor import FrameAdaptor
-from minimagic.exercises.grading import Fault, grade
+from minimagic.exercises.grading import Fault, grade, named
 from minimagic.metrics import flicker
 from minimagic.temporal_attention import causal_mask
 from minimagic.vae import VAEConfig
@@ -48,7 +48,7 @@ def check_frame_adaptor(student: Callable) -> bool:
         Fault("every frame uses row 0 of S and B: frame i must use row i",
               lambda z, scale, shift: z * scale[0, :, None, None] + shift[0, :, None, None]),
     ]
-    return grade("frame_adaptor", student, package, trials, faults)
+    return grade(named(student, "frame_adaptor"), student, package, trials, faults)
 
 
 def _as_bool(mask) -> torch.Tensor:
@@ -66,7 +66,8 @@ def check_causal_mask(student: Callable) -> bool:
         Fault("bidirectional mask: every frame sees every frame", lambda num_frames: torch.ones(num_frames, num_frames)
               .bool()),
     ]
-    return grade("causal_mask", lambda num_frames: _as_bool(student(num_frames)), causal_mask, trials, faults)
+    name = named(student, "causal_mask")
+    return grade(name, lambda num_frames: _as_bool(student(num_frames)), causal_mask, trials, faults)
 
 
 def _attention_trials() -> list[dict]:
@@ -121,7 +122,7 @@ def check_masked_attention(student: Callable) -> bool:
               lambda q, k, v: (q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5).masked_fill(~mask(q), float("-inf"))
               .softmax(-2).nan_to_num() @ v),
     ]
-    return grade("masked_attention", student, package, _attention_trials(), faults, checks=[_causality])
+    return grade(named(student, "masked_attention"), student, package, _attention_trials(), faults, checks=[_causality])
 
 
 def _tiny_videovae(seed: int, num_frames: int = 4) -> VideoVAE:
@@ -163,7 +164,7 @@ def check_temporal_residual(student: Callable) -> bool:
                   attention(rearrange(h, "(f b) c x y -> b f c x y", f=num_frames)), "b f c x y -> (f b) c x y"))),
         Fault("temporal layers skipped: the features come back unchanged", decode(lambda h, attention, num_frames: h)),
     ]
-    return grade("temporal_residual", decode(student), package, trials, faults, atol=1e-4)
+    return grade(named(student, "temporal_residual"), decode(student), package, trials, faults, atol=1e-4)
 
 
 def check_flicker(student: Callable) -> bool:
@@ -187,4 +188,5 @@ def check_flicker(student: Callable) -> bool:
         Fault("squared errors: flicker is the mean absolute error of the changes",
               lambda video, reference: (change(video) - change(reference)).square().mean().item()),
     ]
-    return grade("flicker", lambda video, reference: float(student(video, reference)), flicker, trials, faults)
+    name = named(student, "flicker")
+    return grade(name, lambda video, reference: float(student(video, reference)), flicker, trials, faults)
