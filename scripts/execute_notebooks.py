@@ -20,10 +20,12 @@ from nbclient.exceptions import CellExecutionError
 
 SIZE_BUDGET_MB = 20.0  # all notebooks together
 WIDGET = "application/vnd.jupyter.widget-view+json"  # a progress bar's output: GitHub cannot show it
+GIF = "image/gif"  # nor this type, but it shows the same GIF as an HTML <img> with a data URI
 
 
 def strip(notebook: nbformat.NotebookNode) -> None:
-    """Remove what changes from run to run without saying anything: counts, timings, widgets (progress bars)."""
+    """Remove what changes from run to run without saying anything (counts, timings, widgets such as progress
+    bars), and store animations (`show_video`'s image/gif) as an HTML <img>, which GitHub's viewer shows."""
     notebook.metadata.pop("widgets", None)
     for cell in notebook.cells:
         cell.metadata.pop("execution", None)
@@ -33,6 +35,9 @@ def strip(notebook: nbformat.NotebookNode) -> None:
             for output in cell.outputs:
                 if "execution_count" in output:
                     output.execution_count = None
+                if GIF in output.get("data", {}):
+                    gif = "".join(output.data.pop(GIF).split())  # base64 text
+                    output.data["text/html"] = f'<img src="data:{GIF};base64,{gif}"/>'
 
 
 def execute(path: Path, timeout: int) -> float:
