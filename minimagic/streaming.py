@@ -113,3 +113,33 @@ def stream_latents(model: VideoUNet, diffusion: GaussianDiffusion, context: torc
                                  eta=eta, generator=generator, device=device)
         history += list(block.split(1, dim=1))
         yield block
+
+
+def first_frame_latents(pipe, first_frame: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """A given frame 0 for image-to-video, (C, H, W) or (1 | B, C, H, W) in [-1, 1] -> VAE latents (B, c, h, w)."""
+    channels, size = pipe.vae.config.in_channels, pipe.image_size
+    image = first_frame[None] if first_frame.ndim == 3 else first_frame
+    if image.ndim != 4 or image.shape[0] not in (1, batch_size) or image.shape[1:] != (channels, size, size):
+        raise ValueError(f"first_frame must be ({channels}, {size}, {size}) or (1 | {batch_size}, {channels}, {size}, "
+                         f"{size}) in [-1, 1], got {tuple(first_frame.shape)}")
+    image = image.expand(batch_size, -1, -1, -1).to(pipe.device, torch.float32)  # (B, C, H, W)
+    return pipe.vae.encode_video(image[:, None])[:, 0]  # (B, c, h, w)
+
+
+def stream_pipeline(pipe, prompts: list[str], num_frames: int, first_frame: torch.Tensor | None = None,
+                    num_inference_steps: int = 25, guidance_scale: float = 4.0, eta: float = 0.0, fps: float = 8.0,
+                    generator: torch.Generator | None = None, block_size: int = 1) -> Iterator[torch.Tensor]:
+    """`stream_latents` for a TextToVideoPipeline and its prompts: latent blocks (B, k, c, h, w) as they finish.
+
+    Directed models use the KV cache; a bidirectional model recomputes its window (the documented fallback
+    past its trained frame count, meaningful for a model trained with `continuation_loss`)."""
+    if not pipe.is_video:
+        raise ValueError("streaming needs a text-to-video model, this pipeline holds an image model")
+    device = pipe.device
+    context, _ = pipe.text_encoder.encode(prompts)  # (B, L, D)
+    uncond, _ = pipe.text_encoder.uncond(1)  # (1, L, D) = tau("")
+    given = first_frame_latents(pipe, first_frame, len(prompts)) if first_frame is not None else None
+    pipe.unet.eval()
+    yield from stream_latents(pipe.unet, pipe.diffusion.to(device), context.to(device), uncond.to(device),
+                              num_frames, fps, pipe.latent_size, num_inference_steps, guidance_scale, eta,
+                              generator, given, block_size, pipe.unet.config.temporal_attention != "bidirectional")

@@ -4,12 +4,16 @@ import pytest
 import torch
 
 from minimagic.diffusion import GaussianDiffusion
+from minimagic.pipeline import TextToVideoPipeline
 from minimagic.streaming import continuation_loss, stream_latents
 from minimagic.temporal_attention import TemporalKVCache
+from minimagic.text import TextEncoder
 from minimagic.unet import UNet2D, UNetConfig
+from minimagic.vae import VAE, VAEConfig
 from minimagic.video_unet import VideoUNet
 
 LATENT = (4, 8, 8)  # (c, h, w) of the tiny U-Net's latents
+PROMPTS = ["the digit one moves left", "the digit two moves up"]
 
 
 def tiny_video_unet(num_frames: int = 4, temporal_attention: str = "directed", seed: int = 0) -> VideoUNet:
@@ -144,3 +148,35 @@ def test_continuation_loss_gives_the_prefix_clean_at_t0_and_scores_only_the_nois
     assert torch.equal(seen["x_t"][given], x0[given]) and not torch.equal(seen["x_t"][~given], x0[~given])
     loss.backward()
     assert torch.isfinite(loss) and loss > 0
+
+
+@pytest.fixture(scope="module")
+def tiny_pipeline():
+    text = TextEncoder()
+    model = VideoUNet.from_unet2d(UNet2D(UNetConfig.preset("tiny", context_dim=text.dim)), 4)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(0)) * 0.05)
+    return TextToVideoPipeline(model, VAE(VAEConfig.preset("tiny")), text, image_size=16)
+
+
+def test_pipeline_streams_any_length_and_from_a_first_frame(tiny_pipeline, tmp_path):
+    options = dict(num_inference_steps=2, generator=torch.Generator().manual_seed(0))
+    video = tiny_pipeline(PROMPTS, num_frames=9, **options)  # more than the 4 trained frames
+    assert video.shape == (2, 9, 1, 16, 16) and video.min() >= -1 and video.max() <= 1
+    image = torch.rand(1, 16, 16) * 2 - 1
+    latents = tiny_pipeline(PROMPTS, num_frames=3, first_frame=image, return_latents=True, **options)
+    given = tiny_pipeline.vae.encode_video(image[None, None].expand(2, -1, -1, -1, -1))  # (2, 1, c, h, w)
+    assert latents.shape == (2, 3, 4, 8, 8) and torch.equal(latents[:, :1], given)
+    tiny_pipeline.save_pretrained(tmp_path / "pipe", command="test")  # a saved model loads and streams
+    loaded = TextToVideoPipeline.from_pretrained(tmp_path / "pipe")
+    assert loaded(PROMPTS[:1], num_frames=6, num_inference_steps=2).shape == (1, 6, 1, 16, 16)
+
+
+def test_pipeline_streaming_errors_are_one_line(tiny_pipeline):
+    for bad in (torch.zeros(1, 8, 8), torch.zeros(3, 16, 16), torch.zeros(3, 1, 16, 16)):
+        with pytest.raises(ValueError, match=r"first_frame must be \(1, 16, 16\)") as error:
+            tiny_pipeline(PROMPTS, num_frames=3, num_inference_steps=2, first_frame=bad)
+        assert "\n" not in str(error.value)
+    with pytest.raises(ValueError, match="num_frames must be >= 1"):
+        tiny_pipeline(PROMPTS, num_frames=0, first_frame=torch.zeros(1, 16, 16))
