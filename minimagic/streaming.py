@@ -21,9 +21,14 @@ Choices (ours, docs/paper.md §10):
 
 from collections.abc import Iterator
 from functools import partial
+from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
+from torchvision.utils import save_image
+from tqdm.auto import tqdm
 
 from minimagic.diffusion import GaussianDiffusion
 from minimagic.guidance import classifier_free_guidance
@@ -56,7 +61,6 @@ def continuation_loss(model: VideoUNet, diffusion: GaussianDiffusion, x0: torch.
     return per_frame[~given].mean()
 
 
-@torch.no_grad()
 def stream_latents(model: VideoUNet, diffusion: GaussianDiffusion, context: torch.Tensor, uncond: torch.Tensor,
                    num_frames: int, fps: float, latent_size: tuple[int, int, int], num_steps: int = 25,
                    guidance_scale: float = 4.0, eta: float = 0.0, generator: torch.Generator | None = None,
@@ -66,7 +70,8 @@ def stream_latents(model: VideoUNet, diffusion: GaussianDiffusion, context: torc
 
     context (B, L, D) = tau(y), uncond (1, L, D) = tau(""); first_frame (B, c, h, w): a given frame 0
     (image-to-video), yielded first. Directed models make blocks of `block_size` frames (the cache needs
-    `use_cache` and directed attention); a bidirectional model makes its first window of F frames jointly."""
+    `use_cache` and directed attention); a bidirectional model makes its first window of F frames jointly.
+    Bad arguments raise here, before the first block is computed."""
     window, directed = model.num_frames, model.config.temporal_attention != "bidirectional"
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
@@ -88,31 +93,33 @@ def stream_latents(model: VideoUNet, diffusion: GaussianDiffusion, context: torc
         t_frames = torch.cat([t.new_zeros(B, prefix.shape[1]), t[:, None].expand(-1, x.shape[1])], dim=1)  # (B, P+k)
         return guided(torch.cat([prefix, x], dim=1), t_frames)[:, prefix.shape[1]:]  # (B, k, c, h, w)
 
-    history: list[torch.Tensor] = []  # finished frames (B, 1, c, h, w)
-    if first_frame is not None:
-        if first_frame.shape != (B, *latent_size):
-            raise ValueError(f"first_frame latents must be ({B}, {', '.join(map(str, latent_size))}), "
-                             f"got {tuple(first_frame.shape)}")
-        history.append(first_frame[:, None].to(device))  # (B, 1, c, h, w)
-        yield history[0]
-    cache, cache_start = None, -1
-    while len(history) < num_frames:
-        size = block_size if directed else max(block_size, window - len(history))
-        size = min(size, num_frames - len(history))
-        start = max(0, len(history) - (window - size))  # the sliding window: the last F - size frames
-        prefix = torch.cat(history[start:], dim=1) if start < len(history) else None  # (B, P, c, h, w)
-        if use_cache:
-            if cache_start != start:  # the window slid: its frames moved to other rows, rebuild the cache
-                cache, cache_start = TemporalKVCache(), start
-            missing = history[start + cache.num_frames:]
-            if missing:  # finished frames not cached yet: one pass at t = 0 writes their K, V
-                zero = torch.zeros(B, dtype=torch.long, device=device)
-                guided(torch.cat(missing, dim=1), zero, cache=cache, extend_cache=True)
+    if first_frame is not None and first_frame.shape != (B, *latent_size):
+        raise ValueError(f"first_frame latents must be ({B}, {', '.join(map(str, latent_size))}), "
+                         f"got {tuple(first_frame.shape)}")
 
-        block = diffusion.sample(partial(denoise, prefix=prefix, cache=cache), (B, size, *latent_size), num_steps,
-                                 eta=eta, generator=generator, device=device)
-        history += list(block.split(1, dim=1))
-        yield block
+    @torch.no_grad()
+    def blocks() -> Iterator[torch.Tensor]:
+        history = [] if first_frame is None else [first_frame[:, None].to(device)]  # finished frames (B, 1, c, h, w)
+        yield from history
+        cache, cache_start = None, -1
+        while len(history) < num_frames:
+            size = block_size if directed else max(block_size, window - len(history))
+            size = min(size, num_frames - len(history))
+            start = max(0, len(history) - (window - size))  # the sliding window: the last F - size frames
+            prefix = torch.cat(history[start:], dim=1) if start < len(history) else None  # (B, P, c, h, w)
+            if use_cache:
+                if cache_start != start:  # the window slid: its frames moved to other rows, rebuild the cache
+                    cache, cache_start = TemporalKVCache(), start
+                missing = history[start + cache.num_frames:]
+                if missing:  # finished frames not cached yet: one pass at t = 0 writes their K, V
+                    zero = torch.zeros(B, dtype=torch.long, device=device)
+                    guided(torch.cat(missing, dim=1), zero, cache=cache, extend_cache=True)
+            block = diffusion.sample(partial(denoise, prefix=prefix, cache=cache), (B, size, *latent_size),
+                                     num_steps, eta=eta, generator=generator, device=device)
+            history += list(block.split(1, dim=1))
+            yield block
+
+    return blocks()
 
 
 def first_frame_latents(pipe, first_frame: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -123,7 +130,8 @@ def first_frame_latents(pipe, first_frame: torch.Tensor, batch_size: int) -> tor
         raise ValueError(f"first_frame must be ({channels}, {size}, {size}) or (1 | {batch_size}, {channels}, {size}, "
                          f"{size}) in [-1, 1], got {tuple(first_frame.shape)}")
     image = image.expand(batch_size, -1, -1, -1).to(pipe.device, torch.float32)  # (B, C, H, W)
-    return pipe.vae.encode_video(image[:, None])[:, 0]  # (B, c, h, w)
+    with torch.no_grad():
+        return pipe.vae.encode_video(image[:, None])[:, 0]  # (B, c, h, w)
 
 
 def stream_pipeline(pipe, prompts: list[str], num_frames: int, first_frame: torch.Tensor | None = None,
@@ -140,6 +148,38 @@ def stream_pipeline(pipe, prompts: list[str], num_frames: int, first_frame: torc
     uncond, _ = pipe.text_encoder.uncond(1)  # (1, L, D) = tau("")
     given = first_frame_latents(pipe, first_frame, len(prompts)) if first_frame is not None else None
     pipe.unet.eval()
-    yield from stream_latents(pipe.unet, pipe.diffusion.to(device), context.to(device), uncond.to(device),
+    return stream_latents(pipe.unet, pipe.diffusion.to(device), context.to(device), uncond.to(device),
                               num_frames, fps, pipe.latent_size, num_inference_steps, guidance_scale, eta,
                               generator, given, block_size, pipe.unet.config.temporal_attention != "bidirectional")
+
+
+def read_first_frame(path: str | Path, channels: int) -> torch.Tensor:
+    """An image file (PNG, ...) as a first frame (channels, H, W) in [-1, 1], for image-to-video."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"first frame image not found: {path}")
+    with Image.open(path) as image:
+        pixels = torch.from_numpy(np.array(image.convert("L" if channels == 1 else "RGB"))).float()  # (H, W[, 3])
+    pixels = pixels[None] if channels == 1 else pixels.permute(2, 0, 1)  # (C, H, W)
+    return pixels / 127.5 - 1
+
+
+def stream_frames(pipe, prompts: list[str], num_frames: int, first_frame: torch.Tensor | None = None,
+                  progress: bool = False, **options) -> Iterator[torch.Tensor]:
+    """Decoded frames (B, C, H, W) in [-1, 1], one at a time as soon as each is finished (VAE, frame by frame)."""
+    with tqdm(total=num_frames, desc="streaming frames", disable=not progress) as bar:
+        for block in stream_pipeline(pipe, prompts, num_frames, first_frame, **options):
+            for frame in pipe.vae.decode_video(block).clamp(-1, 1).unbind(1):  # (B, C, H, W) each
+                bar.update(1)
+                yield frame
+
+
+def stream_to_folder(pipe, prompt: str, num_frames: int, folder: str | Path, first_frame: torch.Tensor | None = None,
+                     **options) -> torch.Tensor:
+    """Stream one clip, writing folder/frame_NNNN.png as each frame finishes; return it (F, C, H, W)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    frames = []
+    for i, frame in enumerate(stream_frames(pipe, [prompt], num_frames, first_frame, progress=True, **options)):
+        save_image(frame[0] * 0.5 + 0.5, folder / f"frame_{i:04d}.png")
+        frames.append(frame[0])
+    return torch.stack(frames)  # (F, C, H, W)

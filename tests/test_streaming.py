@@ -2,7 +2,9 @@
 
 import pytest
 import torch
+from torchvision.utils import save_image
 
+from minimagic.__main__ import main
 from minimagic.diffusion import GaussianDiffusion
 from minimagic.pipeline import TextToVideoPipeline
 from minimagic.streaming import continuation_loss, stream_latents
@@ -10,6 +12,7 @@ from minimagic.temporal_attention import TemporalKVCache
 from minimagic.text import TextEncoder
 from minimagic.unet import UNet2D, UNetConfig
 from minimagic.vae import VAE, VAEConfig
+from minimagic.video import read_video
 from minimagic.video_unet import VideoUNet
 
 LATENT = (4, 8, 8)  # (c, h, w) of the tiny U-Net's latents
@@ -180,3 +183,20 @@ def test_pipeline_streaming_errors_are_one_line(tiny_pipeline):
         assert "\n" not in str(error.value)
     with pytest.raises(ValueError, match="num_frames must be >= 1"):
         tiny_pipeline(PROMPTS, num_frames=0, first_frame=torch.zeros(1, 16, 16))
+
+
+def test_cli_streams_frames_to_files_from_a_first_frame(tiny_pipeline, tmp_path, capsys):
+    tiny_pipeline.save_pretrained(tmp_path / "pipe", command="test")
+    save_image(torch.rand(1, 16, 16), tmp_path / "digit.png")
+    out = tmp_path / "clip.gif"
+    main(["generate", "--prompt", PROMPTS[0], "--checkpoint", str(tmp_path / "pipe"), "--steps", "2",
+          "--num-frames", "6", "--first-frame", str(tmp_path / "digit.png"), "--stream", "--out", str(out)])
+    assert sorted(p.name for p in (tmp_path / "clip").iterdir()) == [f"frame_{i:04d}.png" for i in range(6)]
+    assert read_video(out)[0].shape == (6, 3, 16, 16)
+    save_image(torch.rand(1, 28, 28), tmp_path / "mnist.png")
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["generate", "--prompt", PROMPTS[0], "--checkpoint", str(tmp_path / "pipe"), "--steps", "2",
+              "--first-frame", str(tmp_path / "mnist.png"), "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: first_frame must be (1, 16, 16)") and "\n" not in err
