@@ -18,6 +18,7 @@ from minimagic.video_unet import VideoUNet
 
 T2V_CHECKPOINT = DATA_DIR / "checkpoints" / "t2v-moving-digits"
 PREVIEW_FRAMES = 16  # twice the trained window: the preview streams past it
+PREVIEW_STEPS = 10  # DDIM steps of the preview, kept short: it runs at the end of every short run
 
 
 class ContinuationStage(TextToVideoStage):
@@ -46,7 +47,7 @@ class ContinuationStage(TextToVideoStage):
 
     def preview(self, model, path: Path, generator: torch.Generator) -> None:
         pipe = self.pipeline(model)
-        videos = pipe(self.clips["video_prompts"], num_frames=PREVIEW_FRAMES, num_inference_steps=10,
+        videos = pipe(self.clips["video_prompts"][:2], num_frames=PREVIEW_FRAMES, num_inference_steps=PREVIEW_STEPS,
                       fps=self.preview_fps, generator=torch.Generator().manual_seed(0))  # (P, F, C, H, W)
         save_image(videos.flatten(0, 1) * 0.5 + 0.5, path, nrow=videos.shape[1])
 

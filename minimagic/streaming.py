@@ -136,11 +136,12 @@ def first_frame_latents(pipe, first_frame: torch.Tensor, batch_size: int) -> tor
 
 def stream_pipeline(pipe, prompts: list[str], num_frames: int, first_frame: torch.Tensor | None = None,
                     num_inference_steps: int = 25, guidance_scale: float = 4.0, eta: float = 0.0, fps: float = 8.0,
-                    generator: torch.Generator | None = None, block_size: int = 1) -> Iterator[torch.Tensor]:
+                    generator: torch.Generator | None = None, block_size: int = 1,
+                    use_cache: bool | None = None) -> Iterator[torch.Tensor]:
     """`stream_latents` for a TextToVideoPipeline and its prompts: latent blocks (B, k, c, h, w) as they finish.
 
-    Directed models use the KV cache; a bidirectional model recomputes its window (the documented fallback
-    past its trained frame count, meaningful for a model trained with `continuation_loss`)."""
+    Directed models use the KV cache unless use_cache=False; a bidirectional model recomputes its window (the
+    documented fallback past its trained frame count, meaningful for a model trained with `continuation_loss`)."""
     if not pipe.is_video:
         raise ValueError("streaming needs a text-to-video model, this pipeline holds an image model")
     device = pipe.device
@@ -150,7 +151,8 @@ def stream_pipeline(pipe, prompts: list[str], num_frames: int, first_frame: torc
     pipe.unet.eval()
     return stream_latents(pipe.unet, pipe.diffusion.to(device), context.to(device), uncond.to(device),
                               num_frames, fps, pipe.latent_size, num_inference_steps, guidance_scale, eta,
-                              generator, given, block_size, pipe.unet.config.temporal_attention != "bidirectional")
+                              generator, given, block_size,
+                          pipe.unet.config.temporal_attention != "bidirectional" if use_cache is None else use_cache)
 
 
 def read_first_frame(path: str | Path, channels: int) -> torch.Tensor:

@@ -1,5 +1,8 @@
 """Streaming with directed attention: per-frame t, the KV cache, the streaming sampler and the continuation loss."""
 
+import importlib.util
+from pathlib import Path
+
 import pytest
 import torch
 from torchvision.utils import save_image
@@ -17,6 +20,7 @@ from minimagic.video_unet import VideoUNet
 
 LATENT = (4, 8, 8)  # (c, h, w) of the tiny U-Net's latents
 PROMPTS = ["the digit one moves left", "the digit two moves up"]
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "streaming.py"
 
 
 def tiny_video_unet(num_frames: int = 4, temporal_attention: str = "directed", seed: int = 0) -> VideoUNet:
@@ -200,3 +204,15 @@ def test_cli_streams_frames_to_files_from_a_first_frame(tiny_pipeline, tmp_path,
               "--first-frame", str(tmp_path / "mnist.png"), "--out", str(out)])
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: first_frame must be (1, 16, 16)") and "\n" not in err
+
+
+def test_bench_quick_mode_fills_every_field(tmp_path):
+    spec = importlib.util.spec_from_file_location("bench_streaming", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    results = bench.main(["--quick", "--out", str(tmp_path / "r.json"), "--md", str(tmp_path / "r.md")])
+    assert set(results["latency"]) == {"directed, cache", "directed, no cache", "bidirectional", "ratios"}
+    assert all(row["first_frame_s"] > 0 for name, row in results["latency"].items() if name != "ratios")
+    for row in results["quality"].values():
+        assert len(row["digit_accuracy_per_frame"]) == 8 and len(row["direction_accuracy_per_window"]) == 1
+    assert len(results["image_to_video"]) == 2 and "| bidirectional |" in (tmp_path / "r.md").read_text()
