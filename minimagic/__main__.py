@@ -50,6 +50,7 @@ def generate_command(args: argparse.Namespace) -> None:
     import torch
 
     from minimagic.pipeline import TextToVideoPipeline
+    from minimagic.streaming import read_first_frame, stream_to_folder
     from minimagic.train import pick_device
     from minimagic.video import WRITE_FORMATS, save_video
 
@@ -59,9 +60,17 @@ def generate_command(args: argparse.Namespace) -> None:
     kind = "text-to-video" if pipe.is_video else "text-to-image (no text-to-video checkpoint yet: one frame)"
     print(f"{kind} model from {args.checkpoint or 'the shipped checkpoint'}")
     generator = torch.Generator().manual_seed(args.seed)
-    video = pipe([args.prompt], num_frames=args.num_frames, num_inference_steps=args.steps,
-                 guidance_scale=args.guidance, fps=args.fps, generator=generator, progress=True,
-                 interpolate=args.interpolate)[0]  # (F, C, H, W)
+    first = read_first_frame(args.first_frame, pipe.vae.config.in_channels) if args.first_frame else None
+    if args.stream:  # every frame written to OUT_STEM/frame_NNNN.png as soon as it is finished
+        if args.interpolate:
+            raise ValueError("--stream writes keyframes as they finish: drop --interpolate")
+        video = stream_to_folder(pipe, args.prompt, args.num_frames or (pipe.unet.num_frames if pipe.is_video else 1),
+                                 Path(args.out).with_suffix(""), first, num_inference_steps=args.steps,
+                                 guidance_scale=args.guidance, fps=args.fps, generator=generator)
+    else:
+        video = pipe([args.prompt], num_frames=args.num_frames, num_inference_steps=args.steps,
+                     guidance_scale=args.guidance, fps=args.fps, generator=generator, progress=True,
+                     interpolate=args.interpolate, first_frame=first)[0]  # (F, C, H, W)
     fps = args.fps * (args.interpolate + 1)  # the in-between frames keep the keyframes' pace
     print(f"wrote {save_video(video, args.out, fps=fps)}: {tuple(video.shape)} for {args.prompt!r}")
 
@@ -113,7 +122,10 @@ def main(argv: list[str] | None = None) -> None:
     gen.add_argument("--steps", type=int, default=50, help="DDIM steps (50 and guidance 7.5: the best of the "
                      "settings tried on validation seed 2, README)")
     gen.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale")
-    gen.add_argument("--num-frames", type=int, help="frames to generate (default: as trained)")
+    gen.add_argument("--num-frames", type=int, help="frames to generate (default: as trained; more are streamed)")
+    gen.add_argument("--first-frame", metavar="PNG", help="image-to-video: this image is frame 0 (image_size square)")
+    gen.add_argument("--stream", action="store_true", help="write each frame to OUT_STEM/frame_NNNN.png as soon as "
+                     "it is finished (frame after frame with the KV cache), then the video")
     gen.add_argument("--interpolate", type=int, default=0, metavar="K",
                      help="fill K frames between neighbouring keyframes with the shipped interpolation model")
     gen.add_argument("--fps", type=float, default=8.0, help="frame rate v of the keyframes: the FPS condition of "

@@ -15,13 +15,18 @@ from torch import nn
 
 @dataclass
 class FrameContext:
-    """The number of frames F folded into the batch of the current forward pass.
+    """The frames folded into the batch of the current forward pass: F of them, starting at `first_frame`.
 
     One instance is shared by the VideoUNet and all its AdaptedConv2d / temporal wrappers: the VideoUNet
-    sets `num_frames` at the start of each forward, and the wrappers read it to unfold (B*F) into (B, F).
+    sets the fields at the start of each forward, and the wrappers read them to unfold (B*F) into (B, F).
+    `first_frame` > 0 when earlier frames sit in a KV cache (streaming.py): the frames of this pass are
+    then frames first_frame .. first_frame + F - 1 and use those rows of the adaptors; `cache` is that
+    TemporalKVCache, read by the temporal attention layers.
     """
 
     num_frames: int = 1
+    first_frame: int = 0
+    cache: object | None = None  # a temporal_attention.TemporalKVCache while streaming
 
 
 class FrameAdaptor(nn.Module):
@@ -37,18 +42,19 @@ class FrameAdaptor(nn.Module):
         self.scale = nn.Parameter(torch.ones(num_frames, channels))  # S
         self.shift = nn.Parameter(torch.zeros(num_frames, channels))  # B
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """z (B, F, C, H, W) with F <= num_frames; frame i uses row i of S and B."""
+    def forward(self, z: torch.Tensor, first_frame: int = 0) -> torch.Tensor:
+        """z (B, F, C, H, W) holding frames first_frame .. first_frame + F - 1; frame i uses row i of S and B."""
         if z.ndim != 5:
             raise ValueError(f"FrameAdaptor expects (B, F, C, H, W), got shape {tuple(z.shape)}")
         F, C = z.shape[1], z.shape[2]
-        if F > self.num_frames or C != self.scale.shape[1]:
+        if first_frame < 0 or first_frame + F > self.num_frames or C != self.scale.shape[1]:
             raise ValueError(
                 f"FrameAdaptor holds {self.num_frames} frames x {self.scale.shape[1]} channels, "
-                f"got {F} frames x {C} channels"
+                f"got frames {first_frame}..{first_frame + F - 1} x {C} channels"
             )
-        scale = self.scale[:F, :, None, None].to(z.dtype)  # (F, C, 1, 1), broadcast over B, H, W
-        shift = self.shift[:F, :, None, None].to(z.dtype)  # cast: keeps autocast's bf16 from promoting
+        rows = slice(first_frame, first_frame + F)
+        scale = self.scale[rows, :, None, None].to(z.dtype)  # (F, C, 1, 1), broadcast over B, H, W
+        shift = self.shift[rows, :, None, None].to(z.dtype)  # cast: keeps autocast's bf16 from promoting
         return torch.addcmul(shift, z, scale)  # S_i * z_i + B_i in one fused kernel
 
 
@@ -67,7 +73,7 @@ class AdaptedConv2d(nn.Module):
         if x.shape[0] % F:
             raise ValueError(f"batch {x.shape[0]} is not a multiple of the current frame count F={F}")
         z = self.conv(x).unflatten(0, (-1, F))  # (B, F, C_out, H', W'), a view
-        return self.adaptor(z).flatten(0, 1)  # (B*F, C_out, H', W')
+        return self.adaptor(z, self.frame_context.first_frame).flatten(0, 1)  # (B*F, C_out, H', W')
 
 
 def add_frame_adaptors(module: nn.Module, num_frames: int, frame_context: FrameContext) -> int:

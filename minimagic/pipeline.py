@@ -14,6 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from minimagic import checkpoint
 from minimagic.data import DATA_DIR
@@ -21,6 +22,7 @@ from minimagic.diffusion import DiffusionConfig, GaussianDiffusion
 from minimagic.guidance import classifier_free_guidance
 from minimagic.interpolation import FrameInterpolator
 from minimagic.latents import fingerprint
+from minimagic.streaming import stream_pipeline
 from minimagic.text import TextEncoder, default_model_path
 from minimagic.unet import UNet2D, UNetConfig
 from minimagic.vae import VAE
@@ -67,16 +69,18 @@ class TextToVideoPipeline:
     def __call__(self, prompts: list[str] | str, num_frames: int | None = None, num_inference_steps: int = 25,
                  guidance_scale: float = 4.0, eta: float = 0.0, fps: float = DEFAULT_FPS,
                  generator: torch.Generator | None = None, progress: bool = False,
-                 return_latents: bool = False, decoder: str = "auto", interpolate: int = 0) -> torch.Tensor:
+                 return_latents: bool = False, decoder: str = "auto", interpolate: int = 0,
+                 first_frame: torch.Tensor | None = None) -> torch.Tensor:
         """Videos (B, F, C, H, W) in [-1, 1] (or their latents (B, F, c, h, w)) for B prompts; F defaults
-        to the frames the model was trained on. `decoder`: "vae" (frame by frame), "videovae", or "auto"
-        (the VideoVAE when the pipeline has one and the clip fits it). `interpolate=k` fills k frames into
-        every gap between the F keyframes: F + (F - 1) k frames."""
+        to the frames the model was trained on. Longer clips, and clips from a given `first_frame` (C, H, W)
+        in [-1, 1] (image-to-video), are streamed frame after frame (streaming.py). `decoder`: "vae" (frame
+        by frame), "videovae", or "auto" (the VideoVAE when the pipeline has one and the clip fits it).
+        `interpolate=k` fills k frames into every gap between the F keyframes: F + (F - 1) k frames."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         max_frames = self.unet.num_frames if self.is_video else 1
         num_frames = max_frames if num_frames is None else num_frames
-        if not 1 <= num_frames <= max_frames:
-            raise ValueError(f"num_frames must be in [1, {max_frames}] for this model, got {num_frames}")
+        if num_frames < 1 or (not self.is_video and (num_frames > 1 or first_frame is not None)):
+            raise ValueError(f"num_frames must be >= 1 (an image model: 1, no first_frame), got {num_frames}")
         if not 0 <= guidance_scale <= 50:
             raise ValueError(f"guidance_scale must be in [0, 50], got {guidance_scale}")
         if not prompts:
@@ -97,8 +101,13 @@ class TextToVideoPipeline:
                                             guidance_scale, **extra)
 
         shape = (B, num_frames, *self.latent_size) if self.is_video else (B, *self.latent_size)
-        latents = self.diffusion.to(device).sample(denoise, shape, num_inference_steps, eta=eta,
-                                                   generator=generator, device=device, progress=progress)
+        if first_frame is not None or num_frames > max_frames:
+            blocks = stream_pipeline(self, prompts, num_frames, first_frame, num_inference_steps, guidance_scale,
+                                     eta, fps, generator)
+            latents = torch.cat(list(tqdm(blocks, "streamed blocks", disable=not progress)), dim=1)
+        else:
+            latents = self.diffusion.to(device).sample(denoise, shape, num_inference_steps, eta=eta,
+                                                       generator=generator, device=device, progress=progress)
         latents = latents if self.is_video else latents.unsqueeze(1)  # (B, F, c, h, w)
         if interpolator is not None:  # (B, F + (F - 1) k, c, h, w)
             latents = interpolator.interpolate_video(latents, interpolate, context.to(device), num_inference_steps,

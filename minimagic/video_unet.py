@@ -16,7 +16,7 @@ from torch import nn
 
 from minimagic.adaptor import AdaptedConv2d, FrameAdaptor, FrameContext, add_frame_adaptors
 from minimagic.spatial_transformer import SpatialTransformer
-from minimagic.temporal_attention import DirectedTemporalAttention
+from minimagic.temporal_attention import DirectedTemporalAttention, TemporalKVCache
 from minimagic.unet import UNet2D, UNetConfig, sinusoidal_embedding
 
 TEMPORAL_ATTENTION = ("directed", "bidirectional", "none")  # "none": the adaptor-only ablation
@@ -39,13 +39,9 @@ class VideoUNetConfig:
         if self.num_frames < 1:
             raise ValueError(f"num_frames must be >= 1, got {self.num_frames}")
         if self.temporal_attention not in TEMPORAL_ATTENTION:
-            raise ValueError(
-                f"temporal_attention must be one of {TEMPORAL_ATTENTION}, got {self.temporal_attention!r}"
-            )
+            raise ValueError(f"temporal_attention must be one of {TEMPORAL_ATTENTION}, got {self.temporal_attention!r}")
         if self.temporal_placement not in TEMPORAL_PLACEMENT:
-            raise ValueError(
-                f"temporal_placement must be one of {TEMPORAL_PLACEMENT}, got {self.temporal_placement!r}"
-            )
+            raise ValueError(f"temporal_placement must be one of {TEMPORAL_PLACEMENT}, got {self.temporal_placement!r}")
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "VideoUNetConfig":
@@ -71,11 +67,7 @@ class SpatioTemporalBlock(nn.Module):
         self.spatial, self.frame_context, self.placement = spatial, frame_context, config.temporal_placement
         directed = config.temporal_attention == "directed"
         self.temporal = DirectedTemporalAttention(
-            spatial.norm.num_channels,
-            config.unet.num_heads,
-            config.num_frames,
-            directed,
-            config.frame_pos_embed,
+            spatial.norm.num_channels, config.unet.num_heads, config.num_frames, directed, config.frame_pos_embed
         )
 
     def forward(
@@ -85,12 +77,13 @@ class SpatioTemporalBlock(nn.Module):
         F = self.frame_context.num_frames
         y = self.spatial(x, context, context_mask)  # (B*F, C, H, W)
         source = x if self.placement == "parallel" else y
-        z = y.unflatten(0, (-1, F)) + self.temporal(source.unflatten(0, (-1, F)))  # (B, F, C, H, W)
+        temporal = self.temporal(source.unflatten(0, (-1, F)), self.frame_context.cache)  # (B, F, C, H, W)
+        z = y.unflatten(0, (-1, F)) + temporal  # (B, F, C, H, W)
         return z.flatten(0, 1)  # (B*F, C, H, W)
 
 
 class VideoUNet(nn.Module):
-    """Video denoiser: forward(x (B, F, c, h, w), t (B,), context (B, L, D), fps (B,)) -> eps, same shape."""
+    """Video denoiser: forward(x (B, F, c, h, w), t (B,) or (B, F), context (B, L, D), fps (B,)) -> eps."""
 
     def __init__(self, config: VideoUNetConfig, unet: UNet2D | None = None):
         """Inflate `unet` in place (it becomes ours), or a fresh UNet2D(config.unet): the from-scratch run."""
@@ -136,36 +129,46 @@ class VideoUNet(nn.Module):
         context: torch.Tensor,
         context_mask: torch.Tensor | None = None,
         fps: torch.Tensor | float | None = None,
+        cache: TemporalKVCache | None = None,
+        extend_cache: bool = False,
     ) -> torch.Tensor:
-        """x (B, F, c, h, w), t (B,), context (B, L, D), context_mask (B, L) -> eps (B, F, c, h, w).
+        """x (B, F, c, h, w), t (B,) or per frame (B, F), context (B, L, D), context_mask (B, L) -> eps, x's shape.
 
-        fps (a number or (B,)) is the frame rate v of the clip, required iff config.fps_conditioning."""
-        if x.ndim != 5 or not 1 <= x.shape[1] <= self.num_frames:
-            raise ValueError(
-                f"x must be (B, F, c, h, w) with 1 <= F <= {self.num_frames}, got {tuple(x.shape)}"
-            )
+        fps (a number or (B,)) is the frame rate v of the clip, required iff config.fps_conditioning.
+        cache: a TemporalKVCache holding the P finished frames before x (directed attention only): x is then
+        frames P .. P+F-1 of the clip; extend_cache=True appends x's keys and values to it (streaming.py)."""
+        first = cache.num_frames if cache is not None else 0
+        if x.ndim != 5 or not 1 <= x.shape[1] <= self.num_frames - first:
+            raise ValueError(f"x must be (B, F, c, h, w) with 1 <= F <= {self.num_frames - first} (model: "
+                             f"{self.num_frames} frames, {first} cached), got {tuple(x.shape)}")
         B, F = x.shape[:2]
-        if t.shape != (B,) or context.ndim != 3 or context.shape[0] != B:
-            raise ValueError(
-                f"t must be ({B},) and context ({B}, L, D), got {tuple(t.shape)} and {tuple(context.shape)}"
-            )
+        if t.shape not in ((B,), (B, F)) or context.ndim != 3 or context.shape[0] != B:
+            raise ValueError(f"t must be ({B},) or ({B}, {F}) and context ({B}, L, D), "
+                             f"got {tuple(t.shape)} and {tuple(context.shape)}")
         if (fps is None) == self.config.fps_conditioning:
-            raise ValueError(
-                f"fps must be given iff fps_conditioning={self.config.fps_conditioning}, got {fps!r}"
-            )
-        emb = self.unet.embed_time(t)  # (B, E)
+            raise ValueError(f"fps must be given iff fps_conditioning={self.config.fps_conditioning}, got {fps!r}")
+        emb = self.unet.embed_time(t.reshape(-1))  # (B, E) or, for a per-frame t, (B*F, E)
+        emb = repeat(emb, "b e -> (b f) e", f=F) if t.ndim == 1 else emb  # (B*F, E)
         if self.fps_embed is not None:
             v = torch.as_tensor(fps, dtype=torch.float32, device=x.device)  # frame rate v of each clip
             if v.ndim > 1 or v.numel() not in (1, B):
                 raise ValueError(f"fps must be a number or a ({B},) tensor, got shape {tuple(v.shape)}")
             features = sinusoidal_embedding(v.reshape(-1).expand(B), self.unet_config.channels[0])  # Sin(v)
-            emb = emb + self.fps_embed(features.to(emb.dtype))  # emb_v, added to the timestep embedding
-        self.frame_context.num_frames = F  # read by every AdaptedConv2d and SpatioTemporalBlock
-        emb = repeat(emb, "b e -> (b f) e", f=F)
+            emb_v = self.fps_embed(features.to(emb.dtype))  # (B, E)
+            emb = emb + repeat(emb_v, "b e -> (b f) e", f=F)  # emb_v, added to the timestep embedding
         context = repeat(context, "b l d -> (b f) l d", f=F)  # every frame sees the same text
         if context_mask is not None:
             context_mask = repeat(context_mask, "b l -> (b f) l", f=F)
-        eps = self.unet.forward_features(x.flatten(0, 1), emb, context, context_mask)  # (B*F, c, h, w)
+        if cache is not None:
+            cache.extend = extend_cache
+        # read by every AdaptedConv2d and SpatioTemporalBlock
+        self.frame_context.num_frames, self.frame_context.first_frame, self.frame_context.cache = F, first, cache
+        try:
+            eps = self.unet.forward_features(x.flatten(0, 1), emb, context, context_mask)  # (B*F, c, h, w)
+        finally:
+            self.frame_context.first_frame, self.frame_context.cache = 0, None
+        if cache is not None and extend_cache:
+            cache.num_frames += F
         return eps.unflatten(0, (B, F))  # (B, F, c, h, w)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:

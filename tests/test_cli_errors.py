@@ -10,7 +10,7 @@ VAE = str(DATA_DIR / "checkpoints" / "vae-moving-digits")
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["generate", "--prompt", "the digit one moves up", "--num-frames", "99"], "num_frames must be in [1, 8]"),
+    (["generate", "--prompt", "the digit one moves up", "--num-frames", "0"], "num_frames must be >= 1"),
     (["generate", "--prompt", "the digit one moves up", "--guidance", "-1"], "guidance_scale must be in [0, 50]"),
     (["generate", "--prompt", "the digit one moves up", "--steps", "0"], "num_steps"),
     (["generate", "--prompt", "the digit one moves up", "--checkpoint", VAE], "holds a 'vae' checkpoint"),

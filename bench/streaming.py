@@ -1,0 +1,224 @@
+"""Streaming with directed attention (docs/paper.md §10), measured: latency, long-clip quality, image-to-video.
+
+1. latency   one prompt streamed to 64 frames, the wall time at which each frame is finished (latent decoded):
+             the directed model with its KV cache, the same model recomputing its window at every step (no
+             cache), and the bidirectional model (its first window of F frames sampled jointly, then the window
+             recomputed for every new frame). Time to the first frame and to 16, 32, 64 frames, and the cost per
+             new frame past the window. Time does not depend on the weights; the modes take turns in one process.
+2. quality   32-frame clips for held-out prompts (seed 1, drawn as `evaluate` draws them): digit accuracy per
+             frame index and per 8-frame window, the captioned direction per window (centroid motion over the
+             window), the same digit in all 32 frames; for each continuation model (directed, bidirectional,
+             each training seed). Directed models stream frame by frame with the cache; bidirectional ones make
+             their first window jointly, then `--bidirectional-block` frames at a time.
+3. i2v       image-to-video from held-out test digits (MovingDigits test split, seed 1): frame 0 of a real clip is
+             the given frame; digit accuracy of the generated frames and PSNR of the digit (a 28x28 crop at the
+             centroid) against the given digit and, as a reference, against another test digit of the same class.
+
+    python bench/streaming.py --directed D1 D2 --bidirectional B1 B2 --out docs/results/streaming.json \
+        --md docs/results/streaming.md     # CPU, 1 thread: ~30 min
+    python bench/streaming.py --quick      # tiny random models, seconds
+"""
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from minimagic.data import DIRECTION_NAMES, MovingDigits, caption_for, parse_caption
+from minimagic.metrics import DigitClassifier, centroid_path, motion_direction, psnr, video_scores
+from minimagic.pipeline import TextToVideoPipeline
+from minimagic.streaming import stream_pipeline
+from minimagic.text import TextEncoder
+from minimagic.unet import UNet2D, UNetConfig
+from minimagic.vae import VAE, VAEConfig
+from minimagic.video_unet import VideoUNet
+
+WINDOW = 8  # frames per scored window (the trained clip length)
+
+
+def time_stream(pipe: TextToVideoPipeline, num_frames: int, use_cache: bool, steps: int, guidance: float) -> list:
+    """Seconds from the call until each frame is finished and decoded, for one prompt."""
+    start, times = time.perf_counter(), []
+    blocks = stream_pipeline(pipe, ["the digit three moves right"], num_frames, num_inference_steps=steps,
+                             guidance_scale=guidance, generator=torch.Generator().manual_seed(0), use_cache=use_cache)
+    for block in blocks:
+        pipe.vae.decode_video(block)
+        times += [time.perf_counter() - start] * block.shape[1]
+    return times
+
+
+def latency(directed, bidirectional, lengths: list[int], steps: int, guidance: float) -> dict:
+    window, longest = directed.unet.num_frames, max(lengths)
+    modes = {"directed, cache": (directed, True), "directed, no cache": (directed, False),
+             "bidirectional": (bidirectional, False)}
+    results = {}
+    for name, (pipe, use_cache) in modes.items():
+        time_stream(pipe, 2, use_cache, 1, guidance)  # warm-up
+        times = time_stream(pipe, longest, use_cache, steps, guidance)
+        results[name] = {"first_frame_s": round(times[0], 3),
+                         "per_new_frame_s": round((times[-1] - times[window - 1]) / (longest - window), 3),
+                         **{f"frames_{n}_s": round(times[n - 1], 2) for n in lengths}}
+    cache, bidir = results["directed, cache"], results["bidirectional"]
+    results["ratios"] = {
+        "first_frame_bidirectional_over_cache": round(bidir["first_frame_s"] / cache["first_frame_s"], 2),
+        "per_new_frame_cache_over_no_cache": round(
+            cache["per_new_frame_s"] / results["directed, no cache"]["per_new_frame_s"], 3)}
+    return results
+
+
+def held_out_prompts(num_clips: int, seed: int = 1) -> list[str]:
+    generator = torch.Generator().manual_seed(seed)
+    digits = torch.randint(10, (num_clips,), generator=generator)
+    directions = torch.randint(len(DIRECTION_NAMES), (num_clips,), generator=generator)
+    return [caption_for([d], [k]) for d, k in zip(digits.tolist(), directions.tolist(), strict=True)]
+
+
+def generate(pipe, prompts, num_frames, steps, guidance, seed, block_size=1, first_frame=None) -> torch.Tensor:
+    """Stream clips (N, F, 1, H, W) in [-1, 1], decoded frame by frame by the VAE."""
+    blocks = stream_pipeline(pipe, prompts, num_frames, first_frame, steps, guidance,
+                             generator=torch.Generator().manual_seed(seed), block_size=block_size)
+    return pipe.decode(torch.cat(list(blocks), dim=1), "vae")
+
+
+def quality(pipe, classifier, num_clips, num_frames, steps, guidance, seed, block_size) -> dict:
+    prompts = held_out_prompts(num_clips, seed)
+    start = time.time()
+    videos = generate(pipe, prompts, num_frames, steps, guidance, seed, block_size)  # (N, F, 1, H, W)
+    seconds = time.time() - start
+    scores = video_scores(videos, prompts, classifier)
+    truth = torch.tensor([parse_caption(prompt)[0] for prompt in prompts])  # (N, 2): digit, direction
+    correct = (scores["predicted_digits"] == truth[:, :1]).float()  # (N, F)
+    directions = truth[:, 1]
+    windows = range(0, num_frames - WINDOW + 1, WINDOW)
+    return {"clips": num_clips, "frames": num_frames, "seconds_per_clip": round(seconds / num_clips, 1),
+            "digit_accuracy": round(correct.mean().item(), 4),
+            "digit_accuracy_per_frame": [round(v, 3) for v in correct.mean(0).tolist()],
+            "digit_accuracy_per_window": [round(correct[:, w:w + WINDOW].mean().item(), 3) for w in windows],
+            "direction_accuracy_per_window": [
+                round((motion_direction(videos[:, w:w + WINDOW]) == directions).float().mean().item(), 3)
+                for w in windows],
+            "same_digit_all_frames": round(scores["identity_consistency"], 4)}
+
+
+def digit_crops(video: torch.Tensor, size: int = 28) -> torch.Tensor:
+    """A (size x size) crop at the intensity centroid of each frame: (N, F, 1, H, W) -> (N, F, 1, size, size)."""
+    corners = (centroid_path(video) - size / 2).round().long().clamp(0, video.shape[-1] - size)  # (N, F, 2): x, y
+    crops = torch.empty(*video.shape[:3], size, size)
+    for n, f in torch.cartesian_prod(torch.arange(video.shape[0]), torch.arange(video.shape[1])).tolist():
+        x, y = corners[n, f].tolist()
+        crops[n, f] = video[n, f, :, y:y + size, x:x + size]
+    return crops
+
+
+def image_to_video(pipe, classifier, num_clips, num_frames, steps, guidance, seed, block_size) -> dict:
+    data = MovingDigits("test", seed=seed, num_frames=num_frames, size=pipe.image_size, length=4 * num_clips)
+    items = [data[i] for i in range(num_clips)]
+    others = {}  # another held-out digit of each class, the reference for "same handwriting"
+    for i in range(num_clips, len(data)):
+        others.setdefault(data[i]["digit"], data[i]["video"][:1])
+    first = torch.stack([item["video"][0] for item in items])  # (N, 1, H, W)
+    prompts = [item["caption"] for item in items]
+    videos = generate(pipe, prompts, num_frames, steps, guidance, seed, block_size, first)  # (N, F, 1, H, W)
+    generated = digit_crops(videos[:, 1:])  # (N, F-1, 1, 28, 28)
+    given = digit_crops(first[:, None]).expand_as(generated)
+    other = digit_crops(torch.stack([others.get(item["digit"], item["video"][:1]) for item in items]))
+    scores = video_scores(videos[:, 1:], prompts, classifier)
+    return {"clips": num_clips, "frames": num_frames, "digit_accuracy": round(scores["digit_accuracy"], 4),
+            "same_digit_all_frames": round(scores["identity_consistency"], 4),
+            "psnr_to_given_digit_db": round(psnr(generated.flatten(0, 1), given.flatten(0, 1))[1], 2),
+            "psnr_to_other_digit_same_class_db": round(
+                psnr(generated.flatten(0, 1), other.expand_as(generated).flatten(0, 1))[1], 2)}
+
+
+def tiny_pipelines() -> tuple[TextToVideoPipeline, TextToVideoPipeline]:
+    """Random tiny directed and bidirectional pipelines (32x32 frames) for --quick."""
+    text, vae = TextEncoder(), VAE(VAEConfig.preset("tiny"))
+    torch.manual_seed(0)
+    unet = UNet2D(UNetConfig.preset("tiny", context_dim=text.dim))
+    return tuple(TextToVideoPipeline(VideoUNet.from_unet2d(unet, 4, temporal_attention=kind), vae, text,
+                                     image_size=32) for kind in ("directed", "bidirectional"))
+
+
+def markdown(results: dict) -> str:
+    lengths = [k.removeprefix("frames_").removesuffix("_s") for k in results["latency"]["bidirectional"]
+               if k.startswith("frames_")]
+    lines = ["# Streaming with directed attention (bench/streaming.py)", "", f"`{results['meta']['command']}`", "",
+             "## Latency (one prompt, seconds)", "",
+             "| mode | first frame | " + " | ".join(f"{n} frames" for n in lengths) + " | per new frame |",
+             "|---|---|" + "---|" * len(lengths) + "---|"]
+    for name, row in results["latency"].items():
+        if name != "ratios":
+            frames = " | ".join(str(v) for k, v in row.items() if k.startswith("frames_"))
+            lines.append(f"| {name} | {row['first_frame_s']} | {frames} | {row['per_new_frame_s']} |")
+    lines += ["", f"Ratios: `{json.dumps(results['latency']['ratios'])}`", "", "## Quality of streamed clips", "",
+              "| model | digit acc. | per window | direction per window | same digit in all frames |",
+              "|---|---|---|---|---|"]
+    for name, row in results["quality"].items():
+        lines.append(f"| {name} | {row['digit_accuracy']} | {row['digit_accuracy_per_window']} | "
+                     f"{row['direction_accuracy_per_window']} | {row['same_digit_all_frames']} |")
+    lines += ["", "## Image-to-video from held-out test digits", "", "| model | digit acc. | same digit | PSNR to "
+              "given digit (dB) | PSNR to another digit of the class (dB) |", "|---|---|---|---|---|"]
+    for name, row in results["image_to_video"].items():
+        lines.append(f"| {name} | {row['digit_accuracy']} | {row['same_digit_all_frames']} | "
+                     f"{row['psnr_to_given_digit_db']} | {row['psnr_to_other_digit_same_class_db']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--directed", nargs="*", default=[], help="directed continuation pipelines (one per seed)")
+    parser.add_argument("--bidirectional", nargs="*", default=[], help="bidirectional ones, trained the same way")
+    parser.add_argument("--quick", action="store_true", help="tiny random models, a few frames: checks the code")
+    parser.add_argument("--lengths", type=int, nargs="+", default=[16, 32, 64])
+    parser.add_argument("--latency-steps", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=10, help="DDIM steps of the quality and i2v clips")
+    parser.add_argument("--guidance", type=float, default=7.5)
+    parser.add_argument("--clips", type=int, default=8)
+    parser.add_argument("--frames", type=int, default=32)
+    parser.add_argument("--i2v-frames", type=int, default=16)
+    parser.add_argument("--bidirectional-block", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=1, help="prompts, digits and noise (1: held out)")
+    parser.add_argument("--out", help="write the results as JSON")
+    parser.add_argument("--md", help="and as a Markdown table")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    if args.quick:
+        pipes = dict(zip(["directed (tiny)", "bidirectional (tiny)"], tiny_pipelines(), strict=True))
+        args.lengths, args.latency_steps, args.steps, args.clips, args.frames, args.i2v_frames = [5, 6], 1, 1, 2, 8, 3
+        args.bidirectional_block = 1
+    else:
+        if not args.directed or not args.bidirectional:
+            raise ValueError("give --directed and --bidirectional checkpoint folders (or --quick)")
+        pipes = {f"{kind} {Path(path).parent.name}": TextToVideoPipeline.from_pretrained(path)
+                 for kind, paths in (("directed", args.directed), ("bidirectional", args.bidirectional))
+                 for path in paths}
+    names = list(pipes)
+    directed = [n for n in names if n.startswith("directed")]
+    bidirectional = [n for n in names if n.startswith("bidirectional")]
+    classifier = DigitClassifier.from_pretrained()
+    command = "python bench/streaming.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    results = {"meta": {"command": command, "quick": args.quick, "steps": args.steps,
+                        "latency_steps": args.latency_steps, "guidance": args.guidance, "seed": args.seed},
+               "latency": latency(pipes[directed[0]], pipes[bidirectional[0]], args.lengths, args.latency_steps,
+                                  args.guidance)}
+    results["quality"] = {name: quality(pipes[name], classifier, args.clips, args.frames, args.steps, args.guidance,
+                                        args.seed, 1 if name in directed else args.bidirectional_block)
+                          for name in names}
+    results["image_to_video"] = {name: image_to_video(pipes[name], classifier, args.clips, args.i2v_frames,
+                                                      args.steps, args.guidance, args.seed,
+                                                      1 if name in directed else args.bidirectional_block)
+                                 for name in (directed[0], bidirectional[0])}
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    if args.md:
+        Path(args.md).write_text(markdown(results))
+    print(markdown(results))
+    return results
+
+
+if __name__ == "__main__":
+    main()

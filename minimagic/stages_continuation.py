@@ -1,0 +1,56 @@
+"""Stage continuation: the text-to-video model taught to continue a clip, for streaming (docs/paper.md §10).
+
+The shipped t2v model is trained further with `continuation_loss` (streaming.py): a random-length clean prefix
+of each clip is given at t = 0 and the model denoises the rest, so that frames can be generated after frames
+that are already finished. `temporal_attention="bidirectional"` trains the bidirectional ablation the same
+way, from the same weights, to measure what directed attention buys when streaming.
+"""
+
+from pathlib import Path
+
+import torch
+from torchvision.utils import save_image
+
+from minimagic.data import DATA_DIR
+from minimagic.stages import TextToVideoStage
+from minimagic.streaming import continuation_loss
+from minimagic.video_unet import VideoUNet
+
+T2V_CHECKPOINT = DATA_DIR / "checkpoints" / "t2v-moving-digits"
+PREVIEW_FRAMES = 16  # twice the trained window: the preview streams past it
+PREVIEW_STEPS = 10  # DDIM steps of the preview, kept short: it runs at the end of every short run
+
+
+class ContinuationStage(TextToVideoStage):
+    """Continuation training from a t2v pipeline; the saved folder is a t2v pipeline that can stream."""
+
+    name = "continuation"
+    defaults = {**TextToVideoStage.defaults, "steps": 400, "warmup": 50, "preview_every": 400}
+
+    def __init__(self, preset: str = "toy", init: str | Path = T2V_CHECKPOINT, num_clips: int = 6000,
+                 temporal_attention: str = "directed"):
+        """init: a t2v pipeline; temporal_attention: "directed" or "bidirectional" (its weights are reused)."""
+        if temporal_attention not in ("directed", "bidirectional"):
+            raise ValueError(f"temporal_attention must be 'directed' or 'bidirectional', got {temporal_attention!r}")
+        super().__init__(preset, init, num_clips, new_lr_scale=1.0)
+        if not isinstance(self.model, VideoUNet):
+            raise ValueError(f"{init} is not a text-to-video pipeline")
+        if self.model.config.temporal_attention != temporal_attention:
+            config = {**self.model.config_dict(), "temporal_attention": temporal_attention}
+            model = VideoUNet.from_config_dict(config)
+            model.load_state_dict(self.model.state_dict())  # same parameters, another mask
+            self.model = model.train()
+
+    def loss(self, model, batch: dict, generator: torch.Generator) -> torch.Tensor:
+        diffusion = self.diffusion.to(batch["x0"].device)
+        return continuation_loss(model, diffusion, batch["x0"], batch["context"], batch["fps"], generator)
+
+    def preview(self, model, path: Path, generator: torch.Generator) -> None:
+        pipe = self.pipeline(model)
+        videos = pipe(self.clips["video_prompts"][:2], num_frames=PREVIEW_FRAMES, num_inference_steps=PREVIEW_STEPS,
+                      fps=self.preview_fps, generator=torch.Generator().manual_seed(0))  # (P, F, C, H, W)
+        save_image(videos.flatten(0, 1) * 0.5 + 0.5, path, nrow=videos.shape[1])
+
+    def save(self, model, directory: Path, command: str, **info) -> None:
+        self.pipeline(model).save_pretrained(directory, command=command, stage="t2v",
+                                             objective="continuation", **info)

@@ -1,0 +1,187 @@
+"""Streaming with directed temporal attention (docs/paper.md §10): a clip of any length, frame after frame.
+
+MagicVideo's directed attention (docs/paper.md §3.2) lets frame i see only frames <= i, so a finished frame
+never changes and neither do its keys and values. `stream_latents` generates a clip in blocks (default: one
+frame at a time); each block is denoised by DDIM given the finished frames before it as clean frames at t = 0,
+    z_t^{new} -> eps_theta([z_0^{0..P-1}, z_t^{new}], t = [0, .., 0, t, .., t], tau(y), v),
+and with `use_cache` (directed models) those P frames enter only through a TemporalKVCache: the model runs
+on the new block alone, which attends to the cached keys and values.
+
+Choices (ours, docs/paper.md §10):
+- cached frames are the clean, finished latents re-run once at t = 0 (one extra pass per block, not one per
+  step): the same input as the given frames of `continuation_loss` in training;
+- the model has rows for F frames (adaptor rows S_i, B_i and frame positions); past F the window slides: the
+  last F - k finished frames plus the k new ones, re-indexed to rows 0 .. F-1, so every frame keeps the rows it
+  was trained with relative to its window. Re-indexing changes a cached frame's row, hence its keys and values:
+  once the window slides the cache is rebuilt from the window (one pass over F - k frames per block);
+- a bidirectional model has no cache (its past frames see the new ones): it samples its first window jointly,
+  then slides the window the same way, recomputing all of it at every step (meaningful after continuation
+  training).
+"""
+
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torchvision.utils import save_image
+from tqdm.auto import tqdm
+
+from minimagic.diffusion import GaussianDiffusion
+from minimagic.guidance import classifier_free_guidance
+from minimagic.temporal_attention import TemporalKVCache
+from minimagic.video_unet import VideoUNet
+
+
+def continuation_loss(model: VideoUNet, diffusion: GaussianDiffusion, x0: torch.Tensor, context: torch.Tensor,
+                      fps: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """|| eps - eps_theta([z_0^{<k}, z_t^{>=k}], [0, .., 0, t, .., t]) ||^2 on the noisy frames only.
+
+    A clean prefix of random length: per clip, k ~ U{0..F-1} first frames are given clean at t = 0 and the
+    other frames are noised at one t ~ U{0..T-1}. k = 0 is the text-to-video loss; k >= 1 teaches the model to
+    continue a clip (k = 1: image-to-video), which is what `stream_latents` asks of it."""
+    if x0.ndim != 5:
+        raise ValueError(f"x0 must be latents (B, F, c, h, w), got {tuple(x0.shape)}")
+    B, num_frames = x0.shape[:2]
+    draw = generator.device if generator is not None else x0.device
+    k = torch.randint(0, num_frames, (B,), generator=generator, device=draw).to(x0.device)  # prefix lengths
+    t = torch.randint(0, diffusion.num_timesteps, (B,), generator=generator, device=draw).to(x0.device)
+    noise = torch.randn(x0.shape, generator=generator, device=draw).to(x0.device, x0.dtype)  # eps
+    given = torch.arange(num_frames, device=x0.device) < k[:, None]  # (B, F): True = clean prefix frame
+    t_frames = torch.where(given, 0, t[:, None])  # (B, F) per-frame timesteps
+    abar = diffusion.alphas_cumprod.to(x0.device)[t_frames].to(x0.dtype)[..., None, None, None]  # (B, F, 1, 1, 1)
+    noisy = abar.sqrt() * x0 + (1 - abar).sqrt() * noise  # z_t = sqrt(abar_t) z_0 + sqrt(1 - abar_t) eps
+    x_t = torch.where(given[..., None, None, None], x0, noisy)  # (B, F, c, h, w)
+    target = noise if diffusion.config.prediction == "epsilon" else abar.sqrt() * noise - (1 - abar).sqrt() * x0
+    output = model(x_t, t_frames, context=context, fps=fps)
+    per_frame = F.mse_loss(output, target, reduction="none").mean(dim=(2, 3, 4))  # (B, F)
+    return per_frame[~given].mean()
+
+
+def stream_latents(model: VideoUNet, diffusion: GaussianDiffusion, context: torch.Tensor, uncond: torch.Tensor,
+                   num_frames: int, fps: float, latent_size: tuple[int, int, int], num_steps: int = 25,
+                   guidance_scale: float = 4.0, eta: float = 0.0, generator: torch.Generator | None = None,
+                   first_frame: torch.Tensor | None = None, block_size: int = 1,
+                   use_cache: bool = True) -> Iterator[torch.Tensor]:
+    """Yield the latents of a clip of `num_frames` frames block by block, (B, k, c, h, w) each, as they finish.
+
+    context (B, L, D) = tau(y), uncond (1, L, D) = tau(""); first_frame (B, c, h, w): a given frame 0
+    (image-to-video), yielded first. Directed models make blocks of `block_size` frames (the cache needs
+    `use_cache` and directed attention); a bidirectional model makes its first window of F frames jointly.
+    Bad arguments raise here, before the first block is computed."""
+    window, directed = model.num_frames, model.config.temporal_attention != "bidirectional"
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    if not 1 <= block_size < max(window, 2):
+        raise ValueError(f"block_size must be in [1, {max(window - 1, 1)}] (the model sees {window} frames), "
+                         f"got {block_size}")
+    if use_cache and not directed:
+        raise ValueError("a bidirectional model cannot use the KV cache: pass use_cache=False")
+    B, device = context.shape[0], context.device
+    fps_batch = torch.full((B,), float(fps), device=device)
+
+    def guided(x: torch.Tensor, t: torch.Tensor, **options) -> torch.Tensor:
+        return classifier_free_guidance(model, x, t, context, uncond, guidance_scale, fps=fps_batch, **options)
+
+    def denoise(x: torch.Tensor, t: torch.Tensor, prefix: torch.Tensor | None, cache: TemporalKVCache | None):
+        """eps of the new block x (B, k, c, h, w) at t (B,), after the finished prefix (B, P, c, h, w)."""
+        if cache is not None or prefix is None:
+            return guided(x, t, cache=cache)
+        t_frames = torch.cat([t.new_zeros(B, prefix.shape[1]), t[:, None].expand(-1, x.shape[1])], dim=1)  # (B, P+k)
+        return guided(torch.cat([prefix, x], dim=1), t_frames)[:, prefix.shape[1]:]  # (B, k, c, h, w)
+
+    if first_frame is not None and first_frame.shape != (B, *latent_size):
+        raise ValueError(f"first_frame latents must be ({B}, {', '.join(map(str, latent_size))}), "
+                         f"got {tuple(first_frame.shape)}")
+
+    @torch.no_grad()
+    def blocks() -> Iterator[torch.Tensor]:
+        history = [] if first_frame is None else [first_frame[:, None].to(device)]  # finished frames (B, 1, c, h, w)
+        yield from history
+        cache, cache_start = None, -1
+        while len(history) < num_frames:
+            size = block_size if directed else max(block_size, window - len(history))
+            size = min(size, num_frames - len(history))
+            start = max(0, len(history) - (window - size))  # the sliding window: the last F - size frames
+            prefix = torch.cat(history[start:], dim=1) if start < len(history) else None  # (B, P, c, h, w)
+            if use_cache:
+                if cache_start != start:  # the window slid: its frames moved to other rows, rebuild the cache
+                    cache, cache_start = TemporalKVCache(), start
+                missing = history[start + cache.num_frames:]
+                if missing:  # finished frames not cached yet: one pass at t = 0 writes their K, V
+                    zero = torch.zeros(B, dtype=torch.long, device=device)
+                    guided(torch.cat(missing, dim=1), zero, cache=cache, extend_cache=True)
+            block = diffusion.sample(partial(denoise, prefix=prefix, cache=cache), (B, size, *latent_size),
+                                     num_steps, eta=eta, generator=generator, device=device)
+            history += list(block.split(1, dim=1))
+            yield block
+
+    return blocks()
+
+
+def first_frame_latents(pipe, first_frame: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """A given frame 0 for image-to-video, (C, H, W) or (1 | B, C, H, W) in [-1, 1] -> VAE latents (B, c, h, w)."""
+    channels, size = pipe.vae.config.in_channels, pipe.image_size
+    image = first_frame[None] if first_frame.ndim == 3 else first_frame
+    if image.ndim != 4 or image.shape[0] not in (1, batch_size) or image.shape[1:] != (channels, size, size):
+        raise ValueError(f"first_frame must be ({channels}, {size}, {size}) or (1 | {batch_size}, {channels}, {size}, "
+                         f"{size}) in [-1, 1], got {tuple(first_frame.shape)}")
+    image = image.expand(batch_size, -1, -1, -1).to(pipe.device, torch.float32)  # (B, C, H, W)
+    with torch.no_grad():
+        return pipe.vae.encode_video(image[:, None])[:, 0]  # (B, c, h, w)
+
+
+def stream_pipeline(pipe, prompts: list[str], num_frames: int, first_frame: torch.Tensor | None = None,
+                    num_inference_steps: int = 25, guidance_scale: float = 4.0, eta: float = 0.0, fps: float = 8.0,
+                    generator: torch.Generator | None = None, block_size: int = 1,
+                    use_cache: bool | None = None) -> Iterator[torch.Tensor]:
+    """`stream_latents` for a TextToVideoPipeline and its prompts: latent blocks (B, k, c, h, w) as they finish.
+
+    Directed models use the KV cache unless use_cache=False; a bidirectional model recomputes its window (the
+    documented fallback past its trained frame count, meaningful for a model trained with `continuation_loss`)."""
+    if not pipe.is_video:
+        raise ValueError("streaming needs a text-to-video model, this pipeline holds an image model")
+    device = pipe.device
+    context, _ = pipe.text_encoder.encode(prompts)  # (B, L, D)
+    uncond, _ = pipe.text_encoder.uncond(1)  # (1, L, D) = tau("")
+    given = first_frame_latents(pipe, first_frame, len(prompts)) if first_frame is not None else None
+    pipe.unet.eval()
+    return stream_latents(pipe.unet, pipe.diffusion.to(device), context.to(device), uncond.to(device),
+                              num_frames, fps, pipe.latent_size, num_inference_steps, guidance_scale, eta,
+                              generator, given, block_size,
+                          pipe.unet.config.temporal_attention != "bidirectional" if use_cache is None else use_cache)
+
+
+def read_first_frame(path: str | Path, channels: int) -> torch.Tensor:
+    """An image file (PNG, ...) as a first frame (channels, H, W) in [-1, 1], for image-to-video."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"first frame image not found: {path}")
+    with Image.open(path) as image:
+        pixels = torch.from_numpy(np.array(image.convert("L" if channels == 1 else "RGB"))).float()  # (H, W[, 3])
+    pixels = pixels[None] if channels == 1 else pixels.permute(2, 0, 1)  # (C, H, W)
+    return pixels / 127.5 - 1
+
+
+def stream_frames(pipe, prompts: list[str], num_frames: int, first_frame: torch.Tensor | None = None,
+                  progress: bool = False, **options) -> Iterator[torch.Tensor]:
+    """Decoded frames (B, C, H, W) in [-1, 1], one at a time as soon as each is finished (VAE, frame by frame)."""
+    with tqdm(total=num_frames, desc="streaming frames", disable=not progress) as bar:
+        for block in stream_pipeline(pipe, prompts, num_frames, first_frame, **options):
+            for frame in pipe.vae.decode_video(block).clamp(-1, 1).unbind(1):  # (B, C, H, W) each
+                bar.update(1)
+                yield frame
+
+
+def stream_to_folder(pipe, prompt: str, num_frames: int, folder: str | Path, first_frame: torch.Tensor | None = None,
+                     **options) -> torch.Tensor:
+    """Stream one clip, writing folder/frame_NNNN.png as each frame finishes; return it (F, C, H, W)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    frames = []
+    for i, frame in enumerate(stream_frames(pipe, [prompt], num_frames, first_frame, progress=True, **options)):
+        save_image(frame[0] * 0.5 + 0.5, folder / f"frame_{i:04d}.png")
+        frames.append(frame[0])
+    return torch.stack(frames)  # (F, C, H, W)

@@ -1,0 +1,218 @@
+"""Streaming with directed attention: per-frame t, the KV cache, the streaming sampler and the continuation loss."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+from torchvision.utils import save_image
+
+from minimagic.__main__ import main
+from minimagic.diffusion import GaussianDiffusion
+from minimagic.pipeline import TextToVideoPipeline
+from minimagic.streaming import continuation_loss, stream_latents
+from minimagic.temporal_attention import TemporalKVCache
+from minimagic.text import TextEncoder
+from minimagic.unet import UNet2D, UNetConfig
+from minimagic.vae import VAE, VAEConfig
+from minimagic.video import read_video
+from minimagic.video_unet import VideoUNet
+
+LATENT = (4, 8, 8)  # (c, h, w) of the tiny U-Net's latents
+PROMPTS = ["the digit one moves left", "the digit two moves up"]
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "streaming.py"
+
+
+def tiny_video_unet(num_frames: int = 4, temporal_attention: str = "directed", seed: int = 0) -> VideoUNet:
+    """A tiny VideoUNet with every parameter perturbed, so temporal attention and adaptors all matter."""
+    torch.manual_seed(seed)
+    model = VideoUNet.from_unet2d(UNet2D(UNetConfig.preset("tiny")), num_frames,
+                                  temporal_attention=temporal_attention)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.1)
+    return model.eval()
+
+
+def inputs(frames: int, batch: int = 2, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, frames, *LATENT, generator=g)  # (B, F, c, h, w)
+    t = torch.randint(1, 1000, (batch,), generator=g)
+    return x, t, torch.randn(batch, 5, 384, generator=g), torch.tensor([8.0, 4.0])[:batch]
+
+
+@torch.no_grad()
+def test_per_frame_t_with_equal_entries_equals_the_batch_t_path():
+    model = tiny_video_unet()
+    x, t, context, fps = inputs(4)
+    per_frame = model(x, t[:, None].expand(-1, 4), context, fps=fps)
+    torch.testing.assert_close(per_frame, model(x, t, context, fps=fps), atol=1e-5, rtol=0)
+    t_frames = t[:, None].repeat(1, 4)
+    t_frames[:, 2] = 0  # one frame at another noise level changes the output
+    assert (model(x, t_frames, context, fps=fps) - per_frame).abs().max() > 1e-3
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("cached", [1, 3])
+def test_cached_keys_values_give_the_uncached_output(cached):
+    model = tiny_video_unet()
+    x, t, context, fps = inputs(4)
+    t_frames = torch.cat([torch.zeros(2, cached, dtype=torch.long), t[:, None].expand(-1, 4 - cached)], dim=1)
+    full = model(x, t_frames, context, fps=fps)  # (B, 4, c, h, w), no cache
+    cache = TemporalKVCache()
+    model(x[:, :cached], torch.zeros(2, dtype=torch.long), context, fps=fps, cache=cache, extend_cache=True)
+    assert cache.num_frames == cached
+    new = model(x[:, cached:], t, context, fps=fps, cache=cache)
+    assert cache.num_frames == cached  # denoising new frames does not store them
+    torch.testing.assert_close(new, full[:, cached:], atol=1e-5, rtol=0)
+    assert (full[:, cached:] - model(x[:, cached:], t, context, fps=fps)).abs().max() > 1e-3  # the cache matters
+
+
+@torch.no_grad()
+def test_a_later_frame_never_changes_an_earlier_output():
+    model = tiny_video_unet()
+    x, t, context, fps = inputs(4)
+    changed = x.clone()
+    changed[:, 2] += 1.0
+    a, b = model(x, t, context, fps=fps), model(changed, t, context, fps=fps)
+    torch.testing.assert_close(a[:, :2], b[:, :2], atol=0, rtol=0)
+    assert (a[:, 2:] - b[:, 2:]).abs().max() > 1e-3
+    bidirectional = tiny_video_unet(temporal_attention="bidirectional")
+    a, b = bidirectional(x, t, context, fps=fps), bidirectional(changed, t, context, fps=fps)
+    assert (a[:, :2] - b[:, :2]).abs().max() > 1e-3  # the test would see a leak
+
+
+def stream(model, num_frames, **options):
+    _, _, context, _ = inputs(1)
+    uncond = torch.zeros(1, 5, 384)
+    options = {"num_steps": 3, "guidance_scale": 2.0, "generator": torch.Generator().manual_seed(0), **options}
+    blocks = stream_latents(model, GaussianDiffusion(), context, uncond, num_frames, 8.0, LATENT, **options)
+    return torch.cat(list(blocks), dim=1)  # (B, num_frames, c, h, w)
+
+
+@pytest.mark.parametrize("block_size", [1, 2])
+def test_streaming_with_the_cache_equals_recomputing_the_window(block_size):
+    model = tiny_video_unet()  # trained for 4 frames: 7 frames slide the window
+    cached = stream(model, 7, block_size=block_size)
+    recomputed = stream(model, 7, block_size=block_size, use_cache=False)
+    assert cached.shape == (2, 7, *LATENT)
+    torch.testing.assert_close(cached, recomputed, atol=1e-5, rtol=1e-5)  # latents reach ~8
+
+
+def test_streamed_frames_do_not_depend_on_the_frames_after_them():
+    model = tiny_video_unet()
+    torch.testing.assert_close(stream(model, 6)[:, :4], stream(model, 4), atol=0, rtol=0)
+    bidirectional = tiny_video_unet(temporal_attention="bidirectional")  # samples its window jointly
+    a, b = stream(bidirectional, 4, use_cache=False), stream(bidirectional, 3, use_cache=False)
+    assert (a[:, :3] - b).abs().max() > 1e-3
+
+
+def test_image_to_video_keeps_the_given_frame_and_conditions_on_it():
+    model = tiny_video_unet()
+    first = torch.randn(2, *LATENT, generator=torch.Generator().manual_seed(5))
+    video = stream(model, 5, first_frame=first)
+    assert video.shape == (2, 5, *LATENT) and torch.equal(video[:, 0], first)
+    other = stream(model, 5, first_frame=-first)
+    assert (video[:, 1] - other[:, 1]).abs().max() > 1e-3
+
+
+def test_streaming_errors():
+    model = tiny_video_unet()
+    with pytest.raises(ValueError, match="num_frames must be >= 1"):
+        stream(model, 0)
+    with pytest.raises(ValueError, match="block_size"):
+        stream(model, 6, block_size=4)
+    with pytest.raises(ValueError, match="first_frame latents must be"):
+        stream(model, 3, first_frame=torch.zeros(2, 4, 4, 4))
+    with pytest.raises(ValueError, match="bidirectional model cannot use the KV cache"):
+        stream(tiny_video_unet(temporal_attention="bidirectional"), 3)
+    x, t, context, fps = inputs(2)
+    with pytest.raises(ValueError, match="needs directed temporal attention"):
+        tiny_video_unet(temporal_attention="bidirectional")(x, t, context, fps=fps, cache=TemporalKVCache())
+    cache = TemporalKVCache()
+    model(x, t, context, fps=fps, cache=cache, extend_cache=True)
+    with pytest.raises(ValueError, match=r"1 <= F <= 2 \(model: 4 frames, 2 cached\)"):
+        model(torch.cat([x, x], dim=1)[:, :3], t, context, fps=fps, cache=cache)
+    with pytest.raises(ValueError, match=r"t must be \(2,\) or \(2, 2\)"):
+        model(x, t[:, None].expand(-1, 3), context, fps=fps)
+
+
+def test_continuation_loss_gives_the_prefix_clean_at_t0_and_scores_only_the_noisy_frames():
+    model = tiny_video_unet()
+    x0, _, context, fps = inputs(4, batch=8)
+    seen = {}
+
+    def spy(x_t, t, **kwargs):
+        seen["x_t"], seen["t"] = x_t, t
+        return model(x_t, t, **kwargs)
+
+    loss = continuation_loss(spy, GaussianDiffusion(), x0, context, fps.repeat(4),
+                             torch.Generator().manual_seed(0))
+    given = seen["t"] == 0  # (B, F)
+    assert seen["t"].shape == (8, 4) and given.any() and (~given).any()
+    assert (given[:, 1:] <= given[:, :-1]).all()  # a prefix: clean frames come first
+    assert torch.equal(seen["x_t"][given], x0[given]) and not torch.equal(seen["x_t"][~given], x0[~given])
+    loss.backward()
+    assert torch.isfinite(loss) and loss > 0
+
+
+@pytest.fixture(scope="module")
+def tiny_pipeline():
+    text = TextEncoder()
+    model = VideoUNet.from_unet2d(UNet2D(UNetConfig.preset("tiny", context_dim=text.dim)), 4)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(0)) * 0.05)
+    return TextToVideoPipeline(model, VAE(VAEConfig.preset("tiny")), text, image_size=16)
+
+
+def test_pipeline_streams_any_length_and_from_a_first_frame(tiny_pipeline, tmp_path):
+    options = dict(num_inference_steps=2, generator=torch.Generator().manual_seed(0))
+    video = tiny_pipeline(PROMPTS, num_frames=9, **options)  # more than the 4 trained frames
+    assert video.shape == (2, 9, 1, 16, 16) and video.min() >= -1 and video.max() <= 1
+    image = torch.rand(1, 16, 16) * 2 - 1
+    latents = tiny_pipeline(PROMPTS, num_frames=3, first_frame=image, return_latents=True, **options)
+    given = tiny_pipeline.vae.encode_video(image[None, None].expand(2, -1, -1, -1, -1))  # (2, 1, c, h, w)
+    assert latents.shape == (2, 3, 4, 8, 8) and torch.equal(latents[:, :1], given)
+    tiny_pipeline.save_pretrained(tmp_path / "pipe", command="test")  # a saved model loads and streams
+    loaded = TextToVideoPipeline.from_pretrained(tmp_path / "pipe")
+    assert loaded(PROMPTS[:1], num_frames=6, num_inference_steps=2).shape == (1, 6, 1, 16, 16)
+
+
+def test_pipeline_streaming_errors_are_one_line(tiny_pipeline):
+    for bad in (torch.zeros(1, 8, 8), torch.zeros(3, 16, 16), torch.zeros(3, 1, 16, 16)):
+        with pytest.raises(ValueError, match=r"first_frame must be \(1, 16, 16\)") as error:
+            tiny_pipeline(PROMPTS, num_frames=3, num_inference_steps=2, first_frame=bad)
+        assert "\n" not in str(error.value)
+    with pytest.raises(ValueError, match="num_frames must be >= 1"):
+        tiny_pipeline(PROMPTS, num_frames=0, first_frame=torch.zeros(1, 16, 16))
+
+
+def test_cli_streams_frames_to_files_from_a_first_frame(tiny_pipeline, tmp_path, capsys):
+    tiny_pipeline.save_pretrained(tmp_path / "pipe", command="test")
+    save_image(torch.rand(1, 16, 16), tmp_path / "digit.png")
+    out = tmp_path / "clip.gif"
+    main(["generate", "--prompt", PROMPTS[0], "--checkpoint", str(tmp_path / "pipe"), "--steps", "2",
+          "--num-frames", "6", "--first-frame", str(tmp_path / "digit.png"), "--stream", "--out", str(out)])
+    assert sorted(p.name for p in (tmp_path / "clip").iterdir()) == [f"frame_{i:04d}.png" for i in range(6)]
+    assert read_video(out)[0].shape == (6, 3, 16, 16)
+    save_image(torch.rand(1, 28, 28), tmp_path / "mnist.png")
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["generate", "--prompt", PROMPTS[0], "--checkpoint", str(tmp_path / "pipe"), "--steps", "2",
+              "--first-frame", str(tmp_path / "mnist.png"), "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: first_frame must be (1, 16, 16)") and "\n" not in err
+
+
+def test_bench_quick_mode_fills_every_field(tmp_path):
+    spec = importlib.util.spec_from_file_location("bench_streaming", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    results = bench.main(["--quick", "--out", str(tmp_path / "r.json"), "--md", str(tmp_path / "r.md")])
+    assert set(results["latency"]) == {"directed, cache", "directed, no cache", "bidirectional", "ratios"}
+    assert all(row["first_frame_s"] > 0 for name, row in results["latency"].items() if name != "ratios")
+    for row in results["quality"].values():
+        assert len(row["digit_accuracy_per_frame"]) == 8 and len(row["direction_accuracy_per_window"]) == 1
+    assert len(results["image_to_video"]) == 2 and "| bidirectional |" in (tmp_path / "r.md").read_text()
