@@ -67,11 +67,12 @@ class TextToVideoPipeline:
     def __call__(self, prompts: list[str] | str, num_frames: int | None = None, num_inference_steps: int = 25,
                  guidance_scale: float = 4.0, eta: float = 0.0, fps: float = DEFAULT_FPS,
                  generator: torch.Generator | None = None, progress: bool = False,
-                 return_latents: bool = False, decoder: str = "auto", interpolate: int = 0) -> torch.Tensor:
+                 return_latents: bool = False, decoder: str = "auto", interpolate: int = 0,
+                 sampler: str = "ddim") -> torch.Tensor:
         """Videos (B, F, C, H, W) in [-1, 1] (or their latents (B, F, c, h, w)) for B prompts; F defaults
         to the frames the model was trained on. `decoder`: "vae" (frame by frame), "videovae", or "auto"
         (the VideoVAE when the pipeline has one and the clip fits it). `interpolate=k` fills k frames into
-        every gap between the F keyframes: F + (F - 1) k frames."""
+        every gap between the F keyframes: F + (F - 1) k frames. `sampler`: "ddim" or "dpm++2m" (DPM-Solver++)."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         max_frames = self.unet.num_frames if self.is_video else 1
         num_frames = max_frames if num_frames is None else num_frames
@@ -97,7 +98,7 @@ class TextToVideoPipeline:
                                             guidance_scale, **extra)
 
         shape = (B, num_frames, *self.latent_size) if self.is_video else (B, *self.latent_size)
-        latents = self.diffusion.to(device).sample(denoise, shape, num_inference_steps, eta=eta,
+        latents = self.diffusion.to(device).sample(denoise, shape, num_inference_steps, eta=eta, method=sampler,
                                                    generator=generator, device=device, progress=progress)
         latents = latents if self.is_video else latents.unsqueeze(1)  # (B, F, c, h, w)
         if interpolator is not None:  # (B, F + (F - 1) k, c, h, w)
