@@ -1,5 +1,8 @@
 """DPM-Solver++ (2M): equal to diffusers' DPMSolverMultistepScheduler, more accurate than DDIM, bad input."""
 
+import importlib.util
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -76,15 +79,19 @@ def test_dpm_solver_rejects_eta_and_unknown_sampler():
         diffusion.sample(lambda x, t: x, (1, 2), 3, method="dpm++3m")
 
 
-def test_pipeline_passes_the_sampler_through():
-    """pipe(..., sampler=...) reaches the sampler: with 2 steps (both first order) DPM-Solver++ is DDIM,
-    with 3 it takes one second-order step and differs."""
+@pytest.fixture(scope="module")
+def pipe() -> TextToVideoPipeline:
     torch.manual_seed(0)
     text = TextEncoder()
     unet = VideoUNet.from_unet2d(UNet2D(UNetConfig.preset("tiny", context_dim=text.dim)), num_frames=2)
     for p in unet.parameters():  # non-zero everywhere, so that the network output depends on x_t
         p.data.add_(0.05 * torch.randn_like(p))
-    pipe = TextToVideoPipeline(unet, VAE(VAEConfig.preset("tiny")), text, image_size=16)
+    return TextToVideoPipeline(unet, VAE(VAEConfig.preset("tiny")), text, image_size=16)
+
+
+def test_pipeline_passes_the_sampler_through(pipe):
+    """pipe(..., sampler=...) reaches the sampler: with 2 steps (both first order) DPM-Solver++ is DDIM,
+    with 3 it takes one second-order step and differs."""
     latents = {(sampler, steps): pipe(["the digit one moves left"], num_inference_steps=steps, sampler=sampler,
                                       generator=torch.Generator().manual_seed(0), return_latents=True)
                for sampler in ("ddim", "dpm++2m") for steps in (2, 3)}
@@ -92,3 +99,14 @@ def test_pipeline_passes_the_sampler_through():
     assert (latents["dpm++2m", 3] - latents["ddim", 3]).abs().max() > 1e-3
     with pytest.raises(ValueError, match="method must be one of"):
         pipe(["the digit one moves left"], num_inference_steps=2, sampler="euler")
+
+
+def test_sampler_bench_times_both_samplers_in_turn(pipe, monkeypatch):
+    spec = importlib.util.spec_from_file_location("samplers", Path(__file__).parents[1] / "bench" / "samplers.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.seconds_per_clip(pipe, "dpm++2m", 2, 4.0, num_clips=2) > 0  # the real timing runs
+    calls = []
+    monkeypatch.setattr(bench, "seconds_per_clip", lambda pipe, sampler, steps, *_: calls.append(sampler) or steps)
+    result = bench.compare(pipe, ddim_steps=4, dpm_steps=2, rounds=2)
+    assert calls == ["ddim", "dpm++2m"] * 2 and result["dpm_over_ddim"] == 0.5
