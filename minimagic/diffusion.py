@@ -1,8 +1,9 @@
 """The diffusion process of MagicVideo: z_t = sqrt(abar_t) z_0 + sqrt(1 - abar_t) eps, loss and DDIM sampler.
 
 Noise schedules, the DDPM loss (Ho et al. 2020, Eq. 14) and the DDIM / DDPM samplers (Song et al. 2021,
-Eq. 12); classifier-free guidance is in guidance.py. Per-sample coefficients are viewed as (B, 1, ..., 1),
-so images (B, C, H, W) and videos (B, F, C, H, W) go through the same code.
+Eq. 12); the DPM-Solver++ (2M) sampler is in dpm_solver.py, classifier-free guidance in guidance.py.
+Per-sample coefficients are viewed as (B, 1, ..., 1), so images (B, C, H, W) and videos (B, F, C, H, W) go
+through the same code.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from minimagic.dpm_solver import dpm_solver_2m
 from minimagic.guidance import classifier_free_guidance, drop_condition  # re-exported
 
 __all__ = ["DiffusionConfig", "GaussianDiffusion", "make_betas", "classifier_free_guidance", "drop_condition"]
 SCHEDULES = ("linear", "scaled_linear", "cosine")
 PREDICTIONS = ("epsilon", "v")
-METHODS = ("ddim", "ddpm")
+METHODS = ("ddim", "ddpm", "dpm++2m")
 
 
 @dataclass
@@ -149,18 +151,21 @@ class GaussianDiffusion(nn.Module):
         """Reverse process from x_T ~ N(0, I); denoise_fn(x_t, t) returns eps or v for a (B,) long t.
 
         "ddpm" samples the posterior q(x_{t_prev} | x_t, x_0) (Ho et al. 2020, Eqs. 6-7), which is DDIM with
-        eta = 1 (Song et al. 2021, Sec. 4.1); num_steps = T runs the full chain.
+        eta = 1 (Song et al. 2021, Sec. 4.1); num_steps = T runs the full chain. "dpm++2m" is the deterministic
+        DPM-Solver++ (2M) (dpm_solver.py) over the same timesteps.
         """
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-        if eta < 0 or (method == "ddpm" and eta not in (0.0, 1.0)):
-            raise ValueError(f"eta must be >= 0 for ddim (ddpm fixes eta = 1), got {eta} for {method}")
+        if eta < 0 or (method == "ddpm" and eta not in (0.0, 1.0)) or (method == "dpm++2m" and eta != 0):
+            raise ValueError(f"eta must be >= 0 for ddim (ddpm fixes eta = 1, dpm++2m eta = 0), got {eta} for {method}")
         eta = 1.0 if method == "ddpm" else eta
         device = torch.device(device) if device is not None else self.betas.device
         steps = self.timesteps(num_steps)
         # \bar{alpha} of each step, then 1 after the last step (t = 0), so that x ends at the x_0 estimate
         abar = torch.cat([self.alphas_cumprod[steps], self.alphas_cumprod.new_ones(1)]).to(device)
         x = _randn(tuple(shape), generator, device)  # x_T
+        if method == "dpm++2m":
+            return dpm_solver_2m(self, denoise_fn, x, steps, progress)
         for i, t in enumerate(tqdm(steps, desc=f"{method} sampling", disable=not progress)):
             t_batch = torch.full((shape[0],), t, dtype=torch.long, device=device)  # (B,)
             x0, eps = self.predict_x0_eps(denoise_fn(x, t_batch), x, t_batch)

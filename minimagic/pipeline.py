@@ -70,12 +70,13 @@ class TextToVideoPipeline:
                  guidance_scale: float = 4.0, eta: float = 0.0, fps: float = DEFAULT_FPS,
                  generator: torch.Generator | None = None, progress: bool = False,
                  return_latents: bool = False, decoder: str = "auto", interpolate: int = 0,
-                 first_frame: torch.Tensor | None = None) -> torch.Tensor:
+                 first_frame: torch.Tensor | None = None, sampler: str = "ddim") -> torch.Tensor:
         """Videos (B, F, C, H, W) in [-1, 1] (or their latents (B, F, c, h, w)) for B prompts; F defaults
         to the frames the model was trained on. Longer clips, and clips from a given `first_frame` (C, H, W)
         in [-1, 1] (image-to-video), are streamed frame after frame (streaming.py). `decoder`: "vae" (frame
         by frame), "videovae", or "auto" (the VideoVAE when the pipeline has one and the clip fits it).
-        `interpolate=k` fills k frames into every gap between the F keyframes: F + (F - 1) k frames."""
+        `interpolate=k` fills k frames into every gap between the F keyframes: F + (F - 1) k frames.
+        `sampler`: "ddim" or "dpm++2m" (DPM-Solver++); streamed clips are sampled with DDIM."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         max_frames = self.unet.num_frames if self.is_video else 1
         num_frames = max_frames if num_frames is None else num_frames
@@ -102,11 +103,14 @@ class TextToVideoPipeline:
 
         shape = (B, num_frames, *self.latent_size) if self.is_video else (B, *self.latent_size)
         if first_frame is not None or num_frames > max_frames:
+            if sampler != "ddim":
+                raise ValueError(f"streamed clips (first_frame, or more than {max_frames} frames) use DDIM, "
+                                 f"not {sampler!r}")
             blocks = stream_pipeline(self, prompts, num_frames, first_frame, num_inference_steps, guidance_scale,
                                      eta, fps, generator)
             latents = torch.cat(list(tqdm(blocks, "streamed blocks", disable=not progress)), dim=1)
         else:
-            latents = self.diffusion.to(device).sample(denoise, shape, num_inference_steps, eta=eta,
+            latents = self.diffusion.to(device).sample(denoise, shape, num_inference_steps, eta=eta, method=sampler,
                                                        generator=generator, device=device, progress=progress)
         latents = latents if self.is_video else latents.unsqueeze(1)  # (B, F, c, h, w)
         if interpolator is not None:  # (B, F + (F - 1) k, c, h, w)

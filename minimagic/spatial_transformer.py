@@ -14,9 +14,9 @@ from einops import rearrange
 from torch import nn
 
 
-def group_norm(channels: int, groups: int) -> nn.GroupNorm:
+def group_norm(channels: int, groups: int, eps: float = 1e-6) -> nn.GroupNorm:
     """GroupNorm with gcd(groups, channels) groups, so narrow layers never get an invalid group count."""
-    return nn.GroupNorm(math.gcd(groups, channels), channels, eps=1e-6)
+    return nn.GroupNorm(math.gcd(groups, channels), channels, eps=eps)
 
 
 class Attention(nn.Module):

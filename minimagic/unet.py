@@ -12,6 +12,7 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from minimagic.spatial_transformer import SpatialTransformer, group_norm
 
@@ -24,6 +25,8 @@ PRESETS = {
         attention_levels=(True, True, True, False),
         num_heads=8,
         context_dim=768,
+        norm_eps=1e-5,
+        gradient_checkpointing=True,  # bench/gpu_memory.py: what it saves on one GPU
     ),
 }
 
@@ -39,6 +42,8 @@ class UNetConfig:
     context_dim: int = 384  # width of the text tokens tau(y) (MiniLM: 384, CLIP ViT-L: 768)
     norm_groups: int = 32  # GroupNorm groups, reduced to gcd(groups, C) for narrow layers
     time_embed_dim: int | None = None  # None -> 4 * channels[0]
+    norm_eps: float = 1e-6  # eps of the ResBlocks' and the output's GroupNorm (Stable Diffusion: 1e-5)
+    gradient_checkpointing: bool = False  # training: keep only block inputs, recompute the rest in backward
 
     def __post_init__(self):
         self.channels, self.attention_levels = tuple(self.channels), tuple(self.attention_levels)
@@ -50,7 +55,7 @@ class UNetConfig:
         self.time_embed_dim = self.time_embed_dim or 4 * self.channels[0]
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, int) and value < 1:
+            if isinstance(value, int) and not isinstance(value, bool) and value < 1:
                 raise ValueError(f"UNetConfig.{f.name} must be >= 1, got {value}")
         for level, ch in enumerate(self.channels):  # the last level also feeds the mid transformer
             if (self.attention_levels[level] or level == len(self.channels) - 1) and ch % self.num_heads:
@@ -76,11 +81,11 @@ def sinusoidal_embedding(values: torch.Tensor, dim: int, max_period: float = 100
 class ResBlock(nn.Module):
     """(GroupNorm, SiLU, Conv) twice with the timestep embedding added in between; 1x1 skip if C changes."""
 
-    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, groups: int):
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, groups: int, eps: float = 1e-6):
         super().__init__()
-        self.norm1, self.conv1 = group_norm(in_ch, groups), nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.norm1, self.conv1 = group_norm(in_ch, groups, eps), nn.Conv2d(in_ch, out_ch, 3, padding=1)
         self.emb_proj = nn.Linear(emb_dim, out_ch)
-        self.norm2, self.conv2 = group_norm(out_ch, groups), nn.Conv2d(out_ch, out_ch, 3, padding=1)
+        self.norm2, self.conv2 = group_norm(out_ch, groups, eps), nn.Conv2d(out_ch, out_ch, 3, padding=1)
         nn.init.zeros_(self.conv2.weight)  # LDM zero-init: each block starts as its skip path
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 
@@ -98,7 +103,7 @@ class UNet2D(nn.Module):
         super().__init__()
         self.config = c = config
         E, G = c.time_embed_dim, c.norm_groups
-        res = partial(ResBlock, emb_dim=E, groups=G)
+        res = partial(ResBlock, emb_dim=E, groups=G, eps=c.norm_eps)
         attn = partial(SpatialTransformer, num_heads=c.num_heads, context_dim=c.context_dim, groups=G)
         self.time_embed = nn.Sequential(nn.Linear(c.channels[0], E), nn.SiLU(), nn.Linear(E, E))
         self.conv_in = nn.Conv2d(c.in_channels, c.channels[0], 3, padding=1)
@@ -124,7 +129,7 @@ class UNet2D(nn.Module):
                 if level > 0 and i == c.num_res_blocks:  # Upsample: nearest x2, then a conv
                     upsample = nn.Sequential(nn.Upsample(scale_factor=2.0), nn.Conv2d(ch, ch, 3, padding=1))
                     self.up[-1].append(upsample)
-        self.norm_out = group_norm(ch, G)
+        self.norm_out = group_norm(ch, G, c.norm_eps)
         self.conv_out = nn.Conv2d(ch, c.out_channels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)  # LDM zero-init of the last layer
         nn.init.zeros_(self.conv_out.bias)
@@ -149,50 +154,40 @@ class UNet2D(nn.Module):
                 h = layer(h, context, context_mask)
         return h
 
-    def forward_features(
-        self,
-        x: torch.Tensor,
-        emb: torch.Tensor,
-        context: torch.Tensor,
-        context_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def _run_block(self, layers: nn.ModuleList, *inputs) -> torch.Tensor:
+        """One block; with gradient checkpointing (training only) its activations are recomputed in backward."""
+        if self.config.gradient_checkpointing and torch.is_grad_enabled():
+            return checkpoint(self._run_layers, layers, *inputs, use_reentrant=False)
+        return self._run_layers(layers, *inputs)
+
+    def forward_features(self, x: torch.Tensor, emb: torch.Tensor, context: torch.Tensor,
+                         context_mask: torch.Tensor | None = None) -> torch.Tensor:
         """x (N, C, h, w), emb (N, E), context (N, L, D), context_mask (N, L) -> eps (N, C, h, w).
 
         N is the batch, or B*F frames folded into the batch by the video model."""
         c, N, factor = self.config, x.shape[0], 2 ** (len(self.config.channels) - 1)
         if x.ndim != 4 or x.shape[1] != c.in_channels or x.shape[2] % factor or x.shape[3] % factor:
-            raise ValueError(
-                f"x must be (N, {c.in_channels}, h, w) with h and w divisible by {factor}, "
-                f"got {tuple(x.shape)}"
-            )
+            raise ValueError(f"x must be (N, {c.in_channels}, h, w) with h and w divisible by {factor}, "
+                             f"got {tuple(x.shape)}")
         if emb.shape != (N, c.time_embed_dim):
             raise ValueError(f"emb must be ({N}, {c.time_embed_dim}), got {tuple(emb.shape)}")
         if context.ndim != 3 or context.shape[0] != N or context.shape[2] != c.context_dim:
             raise ValueError(f"context must be (B={N}, L, D={c.context_dim}), got {tuple(context.shape)}")
-        if context_mask is not None and (
-            context_mask.shape != context.shape[:2] or not context_mask.any(1).all()
-        ):
-            raise ValueError(
-                f"context_mask must be {tuple(context.shape[:2])} with a True in every row (an all-False "
-                f"row gives NaN), got shape {tuple(context_mask.shape)}"
-            )
+        if context_mask is not None and (context_mask.shape != context.shape[:2] or not context_mask.any(1).all()):
+            raise ValueError(f"context_mask must be {tuple(context.shape[:2])} with a True in every row (an "
+                             f"all-False row gives NaN), got shape {tuple(context_mask.shape)}")
         h = self.conv_in(x)
         skips = [h]
         for layers in self.down:
-            h = self._run_layers(layers, h, emb, context, context_mask)
+            h = self._run_block(layers, h, emb, context, context_mask)
             skips.append(h)
-        h = self._run_layers(self.mid, h, emb, context, context_mask)
+        h = self._run_block(self.mid, h, emb, context, context_mask)
         for layers in self.up:
-            h = self._run_layers(layers, torch.cat([h, skips.pop()], dim=1), emb, context, context_mask)
+            h = self._run_block(layers, torch.cat([h, skips.pop()], dim=1), emb, context, context_mask)
         return self.conv_out(F.silu(self.norm_out(h)))
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        t: torch.Tensor,
-        context: torch.Tensor,
-        context_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
+                context_mask: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, C, h, w), t (B,), context (B, L, D), context_mask (B, L) bool/0-1 -> eps (B, C, h, w)."""
         if t.ndim != 1 or t.shape[0] != x.shape[0]:
             raise ValueError(f"t must be ({x.shape[0]},) to match the batch of x, got {tuple(t.shape)}")
