@@ -18,6 +18,7 @@ def train_command(args: argparse.Namespace) -> None:
     from minimagic.train import train
 
     given = (("preset", args.preset), ("init", args.init), ("temporal_weight", args.temporal_weight),
+             ("latent_noise", args.latent_noise), ("num_clips", args.num_clips),
              ("data", args.data), ("data_root", args.data_root), ("split_file", args.split_file),
              ("sd_vae", args.sd_vae), ("text_encoder", args.text_encoder))
     stage_options = {name: value for name, value in given if value is not None}
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     tr.add_argument("stage", choices=["vae", "t2i", "t2v", "videovae", "interp"])
     tr.add_argument("--preset", help="model size preset: tiny, toy (default) or base")
     tr.add_argument("--init", help="checkpoint folder to start from (t2v: a t2i pipeline, or a t2v one to "
-                    "train further; videovae: a vae; interp: a t2v pipeline)")
+                    "train further; videovae: a vae, or a videovae to train further; interp: a t2v pipeline)")
     tr.add_argument("--data", help="training data: moving-digits (default), or ucf10 / ucf10-256 (UCF-101 "
                     "subsets, with --data-root; see minimagic/videofolder.py)")
     tr.add_argument("--data-root", help="the video folder: ROOT/<ClassName>/*.avi, e.g. the unpacked UCF-101")
@@ -106,6 +107,9 @@ def main(argv: list[str] | None = None) -> None:
     tr.add_argument("--text-encoder", help="t2i: a Hugging Face text encoder folder (--preset base: a CLIP one, "
                     "e.g. openai/clip-vit-large-patch14)")
     tr.add_argument("--temporal-weight", type=float, help="videovae: weight w of the frame-difference loss term")
+    tr.add_argument("--latent-noise", type=float, help="videovae: the largest std of the per-frame noise added to "
+                    "the training latents, like a sampler's residual error (default 0: none)")
+    tr.add_argument("--num-clips", type=int, help="t2i, t2v, videovae: training clips, encoded once (default 6000)")
     tr.add_argument("--out", help="where to save the final checkpoint (default RUN_DIR/checkpoint)")
     tr.add_argument("--run-dir", help="folder for logs and previews (default runs/STAGE)")
     for name, kind in (("steps", int), ("batch-size", int), ("lr", float), ("ema-decay", float), ("seed", int),

@@ -88,3 +88,34 @@ def test_save_load_round_trip(vae, tmp_path):
         assert torch.equal(loaded.decode_video(latents), video_vae.decode_video(latents))
     with pytest.raises(ValueError, match="expected a 'vae' checkpoint"):
         VAE.from_pretrained(tmp_path / "videovae")
+
+
+def test_stage_latent_noise_differs_from_frame_to_frame(tmp_path):
+    stage = VAEStage("tiny")
+    stage.save(stage.model, tmp_path / "vae", command="test", num_frames=16)
+    seen = []
+    for latent_noise in (0.0, 0.5):
+        videovae_stage = VideoVAEStage(init=tmp_path / "vae", num_clips=4, latent_noise=latent_noise)
+        batch = videovae_stage.batch(2, torch.Generator().manual_seed(0))
+        model = videovae_stage.model
+        model.decode_video = lambda z, decode=model.decode_video: seen.append(z) or decode(z)
+        videovae_stage.loss(model, batch, torch.Generator().manual_seed(1))
+        seen[-1] = seen[-1] - batch["latents"]  # (2, F, c, h, w): the noise added
+    assert torch.equal(seen[0], torch.zeros_like(seen[0]))  # no noise unless asked for
+    noise = seen[1]
+    assert noise.abs().mean() > 0.01 and noise.std(dim=1).mean() > 0.01  # added, and not the same in every frame
+    assert noise.abs().max() < 0.5 * 6  # within a few std of the largest scale
+    with pytest.raises(ValueError, match="latent_noise must be >= 0"):
+        VideoVAEStage(init=tmp_path / "vae", num_clips=4, latent_noise=-0.1)
+
+
+def test_stage_trains_a_videovae_further(vae, tmp_path):
+    video_vae = VideoVAE.from_vae(vae, num_frames=8)
+    randomise(video_vae.temporal)
+    video_vae.save_pretrained(tmp_path / "videovae", command="test")
+    stage = VideoVAEStage(init=tmp_path / "videovae", num_clips=4)
+    saved = video_vae.state_dict()
+    assert all(torch.equal(saved[name], value) for name, value in stage.model.state_dict().items())
+    assert not any(p.requires_grad for p in stage.model.vae.encoder.parameters())
+    with pytest.raises(ValueError, match="architecture is fixed, drop \\['directed'\\]"):
+        VideoVAEStage(init=tmp_path / "videovae", num_clips=4, directed=False)
