@@ -3,9 +3,9 @@
     python scripts/execute_notebooks.py notebooks/*.ipynb      (what `make notebooks` runs)
 
 Each notebook runs top to bottom in a fresh kernel, one at a time, in the notebooks/ folder; then the volatile
-parts are stripped (execution counts, timing metadata, widget state), so that a re-run without changes gives the
-same file up to the numbers that are measured (times). Progress bars are switched off (TQDM_DISABLE=1) so that
-they store no widgets. Prints each notebook's run time and stored size.
+parts are stripped (timing metadata, widget state; execution counts become 1, 2, ...), so that a re-run without
+changes gives the same file up to the numbers that are measured (times). Progress bars are switched off
+(TQDM_DISABLE=1) and their widgets dropped. Prints each notebook's run time and stored size.
 """
 
 import argparse
@@ -24,20 +24,22 @@ GIF = "image/gif"  # nor this type, but it shows the same GIF as an HTML <img> w
 
 
 def strip(notebook: nbformat.NotebookNode) -> None:
-    """Remove what changes from run to run without saying anything (counts, timings, widgets such as progress
-    bars), and store animations (`show_video`'s image/gif) as an HTML <img>, which GitHub's viewer shows."""
+    """Remove what changes from run to run without saying anything (timings, widgets such as progress bars),
+    number the code cells 1, 2, ... (nbval needs a count on every cell with outputs; a top-to-bottom run gives
+    these), and store animations (`show_video`'s image/gif) as an HTML <img>, which GitHub's viewer shows."""
     notebook.metadata.pop("widgets", None)
+    code_cells = [cell for cell in notebook.cells if cell.cell_type == "code"]
     for cell in notebook.cells:
         cell.metadata.pop("execution", None)
-        if cell.cell_type == "code":
-            cell.execution_count = None
-            cell.outputs = [output for output in cell.outputs if WIDGET not in output.get("data", {})]
-            for output in cell.outputs:
-                if "execution_count" in output:
-                    output.execution_count = None
-                if GIF in output.get("data", {}):
-                    gif = "".join(output.data.pop(GIF).split())  # base64 text
-                    output.data["text/html"] = f'<img src="data:{GIF};base64,{gif}"/>'
+    for count, cell in enumerate(code_cells, start=1):
+        cell.execution_count = count
+        cell.outputs = [output for output in cell.outputs if WIDGET not in output.get("data", {})]
+        for output in cell.outputs:
+            if "execution_count" in output:
+                output.execution_count = count
+            if GIF in output.get("data", {}):
+                gif = "".join(output.data.pop(GIF).split())  # base64 text
+                output.data["text/html"] = f'<img src="data:{GIF};base64,{gif}"/>'
 
 
 def execute(path: Path, timeout: int) -> float:
