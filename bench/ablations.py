@@ -47,8 +47,9 @@ from minimagic.data import MovingDigits
 from minimagic.evaluate import score_t2v
 from minimagic.fvd import fvd_md
 from minimagic.metrics import DigitClassifier, background_flicker, video_scores
+from minimagic.paths import T2I_CHECKPOINT
 from minimagic.pipeline import CHECKPOINTS, TextToVideoPipeline
-from minimagic.stages import T2I_CHECKPOINT, TextToVideoStage
+from minimagic.stages import TextToVideoStage
 from minimagic.train import TrainConfig, train
 from minimagic.video_classifier import VideoClassifier, prompt_accuracy
 
@@ -84,7 +85,7 @@ def scorer(args: argparse.Namespace, seed: int):
 
 def run_trained(variant: str, seed: int, args: argparse.Namespace, run_dir: Path, results: dict) -> None:
     """Train one variant, scoring (and saving) the EMA weights at step 0 and every `eval_every` steps."""
-    stage = TextToVideoStage(args.preset, num_clips=args.num_clips, **TRAINED[variant])
+    stage = TextToVideoStage(preset=args.preset, num_clips=args.num_clips, **TRAINED[variant])
     cfg = TrainConfig(**{**stage.defaults, "steps": args.steps, "batch_size": args.batch_size, "seed": seed,
                          "checkpoint_every": args.eval_every, "preview_every": args.steps, "log_every": 25})
     score, out = scorer(args, seed), run_dir / "checkpoint"

@@ -104,14 +104,14 @@ class Coder(nn.Module):
         self.conv_norm_out = nn.GroupNorm(g, out_in, eps=1e-6)
         self.conv_out = nn.Conv2d(out_in, out_channels, 3, padding=1)
 
-    def forward(self, x: torch.Tensor, temporal=None) -> torch.Tensor:
-        """`temporal(name, h)`, if given, may change the decoder's features after the mid block
-        (name "mid") and after the last level ("levels"): the VideoVAE's hook for its temporal layers."""
-        temporal = temporal or (lambda name, h: h)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv_in(x)
-        if self.decoder:
-            x = temporal("mid", self.mid_block(x))
-        for level in self.up_blocks if self.decoder else self.down_blocks:
-            x = level(x)
-        x = temporal("levels", x) if self.decoder else self.mid_block(x)
+        if self.decoder:  # the mid block, then the up levels
+            x = self.mid_block(x)
+            for level in self.up_blocks:
+                x = level(x)
+        else:  # the down levels, then the mid block
+            for level in self.down_blocks:
+                x = level(x)
+            x = self.mid_block(x)
         return self.conv_out(F.silu(self.conv_norm_out(x)))

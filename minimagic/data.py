@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-DATA_DIR = Path(__file__).resolve().parents[1] / "data"
+from minimagic.paths import DATA_DIR
+
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 # direction name -> unit step (dx, dy) in image coordinates (y grows downwards)
 DIRECTIONS = {

@@ -16,7 +16,7 @@ ones load as they are). The keyframes' own z_t is replaced by their clean latent
 same input in training and in sampling; the loss is eps-prediction on the in-between frames only.
 """
 
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -26,9 +26,10 @@ from torch import nn
 
 from minimagic import checkpoint
 from minimagic.diffusion import DiffusionConfig, GaussianDiffusion
+from minimagic.paths import DEFAULT_FPS
 from minimagic.video_unet import VideoUNet
 
-KEYFRAME_FPS = 8.0  # frame rate of the keyframes (the t2v model's clips); k in-betweens give 8 (k + 1)
+KEYFRAME_FPS = DEFAULT_FPS  # frame rate of the keyframes (the t2v model's clips); k in-betweens give 8 (k + 1)
 
 
 class FrameInterpolator(nn.Module):
@@ -135,12 +136,6 @@ class FrameInterpolator(nn.Module):
         filled = filled.unflatten(0, (B, num_frames - 1))  # (B, F-1, k+2, c, h, w)
         body = filled[:, :, :-1].flatten(1, 2)  # (B, (F-1)(k+1), c, h, w): each keyframe, then its in-betweens
         return torch.cat([body, latents[:, -1:]], dim=1)  # (B, F + (F-1) k, c, h, w)
-
-    def save_pretrained(self, directory: str | Path, **info) -> None:
-        config = {"video_unet": self.unet.config_dict(), "diffusion": asdict(self.diffusion.config),
-                  "max_between": self.max_between}
-        half = {k: v.half() if v.is_floating_point() else v for k, v in self.state_dict().items()}
-        checkpoint.save_checkpoint(directory, half, "interp", config, **info)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> "FrameInterpolator":

@@ -14,9 +14,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from minimagic import checkpoint
-from minimagic.data import DATA_DIR, DIRECTION_NAMES, DIRECTIONS, parse_caption
+from minimagic.data import DIRECTION_NAMES, DIRECTIONS, parse_caption
+from minimagic.paths import CLASSIFIER_CHECKPOINT
 
-CLASSIFIER_DIR = DATA_DIR / "checkpoints" / "digit-classifier"
+CLASSIFIER_DIR = CLASSIFIER_CHECKPOINT
 UNIT_STEPS = torch.tensor([DIRECTIONS[name] for name in DIRECTION_NAMES], dtype=torch.float32)  # (8, 2)
 NO_DIGIT = 10  # the 11th class: noise or an empty canvas, so that garbage never counts as a digit
 PRESETS = {

@@ -10,6 +10,9 @@ second stage: the shipped FrameInterpolator (interpolation.py) fills in k frames
 t2i stage holds an image U-Net: the pipeline then makes one-frame "videos" (B, 1, C, H, W).
 """
 
+import functools
+import inspect
+import math
 from dataclasses import asdict
 from pathlib import Path
 
@@ -17,21 +20,17 @@ import torch
 from tqdm.auto import tqdm
 
 from minimagic import checkpoint
-from minimagic.data import DATA_DIR
 from minimagic.diffusion import DiffusionConfig, GaussianDiffusion
 from minimagic.guidance import classifier_free_guidance
 from minimagic.interpolation import FrameInterpolator
-from minimagic.latents import fingerprint
+from minimagic.paths import CHECKPOINTS, DEFAULT_FPS, INTERP_CHECKPOINT
+from minimagic.pipeline_folder import load_pipeline, save_pipeline
 from minimagic.streaming import stream_pipeline
-from minimagic.text import TextEncoder, default_model_path
+from minimagic.text import TextEncoder
 from minimagic.unet import UNet2D, UNetConfig
 from minimagic.vae import VAE
 from minimagic.video_unet import VideoUNet
 from minimagic.videovae import VideoVAE
-
-CHECKPOINTS = DATA_DIR / "checkpoints"
-DEFAULT_FPS = 8.0  # frame rate v of the Moving-MNIST clips (one sampled frame per generated frame)
-INTERPOLATOR = CHECKPOINTS / "interp-moving-digits"
 
 
 def default_checkpoint() -> Path:
@@ -42,8 +41,32 @@ def default_checkpoint() -> Path:
     raise FileNotFoundError(f"no shipped t2v or t2i checkpoint under {CHECKPOINTS}")
 
 
+def checked_batches(call):
+    """`pipe(...)`'s guard: finite numbers in, the prompts in slices of `pipe.max_batch_size` one after another
+    (memory stays bounded however many there are), and a NaN or inf in the result an error, not a black video."""
+
+    @functools.wraps(call)
+    def wrapper(self, prompts: list[str] | str, *args, **kwargs) -> torch.Tensor:
+        options = inspect.signature(call).bind(self, prompts, *args, **kwargs).arguments
+        for name in ("guidance_scale", "eta", "fps"):
+            if name in options and not math.isfinite(options[name]):
+                raise ValueError(f"{name} must be a finite number, got {options[name]}")
+        prompts, size = [prompts] if isinstance(prompts, str) else list(prompts), self.max_batch_size
+        if len(prompts) <= size:
+            out = call(self, prompts, *args, **kwargs)  # (B, F, C, H, W) or latents (B, F, c, h, w)
+        else:
+            out = torch.cat([call(self, prompts[i : i + size], *args, **kwargs) for i in range(0, len(prompts), size)])
+        if not torch.isfinite(out).all():
+            raise ValueError("the model produced NaN or inf values: its weights or config are broken")
+        return out
+
+    return wrapper
+
+
 class TextToVideoPipeline:
     """Text encoder + (video) U-Net + sampler + VAE decoder, callable on a list of prompts."""
+
+    max_batch_size = 100  # prompts sampled at once by `pipe(...)`; more go in slices of this many
 
     def __init__(self, unet: UNet2D | VideoUNet, vae: VAE, text_encoder: TextEncoder,
                  diffusion: GaussianDiffusion | None = None, image_size: int = 64, videovae: VideoVAE | None = None):
@@ -65,6 +88,7 @@ class TextToVideoPipeline:
                 part.to(device)
         return self
 
+    @checked_batches
     @torch.no_grad()
     def __call__(self, prompts: list[str] | str, num_frames: int | None = None, num_inference_steps: int = 25,
                  guidance_scale: float = 4.0, eta: float = 0.0, fps: float = DEFAULT_FPS,
@@ -129,50 +153,32 @@ class TextToVideoPipeline:
     def frame_interpolator(self, num_between: int) -> FrameInterpolator:
         """The shipped FrameInterpolator, checked against this pipeline's VAE latents and against k."""
         if self.interpolator is None:
-            meta = checkpoint.load_meta(INTERPOLATOR, "interp")
-            if fingerprint(VAE.from_pretrained(INTERPOLATOR / "vae")) != fingerprint(self.vae):
-                raise ValueError(f"{INTERPOLATOR} was trained on the latents of another VAE than this pipeline's")
+            meta = checkpoint.load_meta(INTERP_CHECKPOINT, "interp")
+            shipped_vae = VAE.from_pretrained(INTERP_CHECKPOINT / "vae")
+            if checkpoint.fingerprint(shipped_vae) != checkpoint.fingerprint(self.vae):
+                raise ValueError(f"{INTERP_CHECKPOINT} was trained on the latents of another VAE than this pipeline's")
             if meta["config"]["video_unet"]["unet"]["context_dim"] != self.text_encoder.dim:
-                raise ValueError(f"{INTERPOLATOR} was trained with another text encoder than this pipeline's")
-            self.interpolator = FrameInterpolator.from_pretrained(INTERPOLATOR).to(self.device)
+                raise ValueError(f"{INTERP_CHECKPOINT} was trained with another text encoder than this pipeline's")
+            self.interpolator = FrameInterpolator.from_pretrained(INTERP_CHECKPOINT).to(self.device)
         if not 1 <= num_between <= self.interpolator.max_between:
             raise ValueError(f"interpolate must be in [1, {self.interpolator.max_between}], got {num_between}")
         return self.interpolator
 
     def save_pretrained(self, directory: str | Path, stage: str | None = None, **info) -> Path:
-        """Weights in float16 (a few MB), the configs to rebuild everything, the VAE in `vae/`."""
-        directory = Path(directory)
-        name = self.text_encoder.name_or_path
-        config = {
-            "video_unet" if self.is_video else "unet": self.unet.config_dict() if self.is_video
-            else asdict(self.unet.config),
-            "diffusion": asdict(self.diffusion.config),
-            "text_encoder": None if name == default_model_path() else name,
-            "max_length": self.text_encoder.max_length,
-            "image_size": self.image_size,
-        }
-        half = {k: v.half() if v.is_floating_point() else v for k, v in self.unet.state_dict().items()}
-        checkpoint.save_checkpoint(directory, half, stage or ("t2v" if self.is_video else "t2i"), config, **info)
-        self.vae.save_pretrained(directory / "vae")
-        if self.videovae is not None:
-            self.videovae.save_pretrained(directory / "videovae")
-        return directory
+        """Weights in float16 (a few MB), the configs to rebuild everything, the VAE in `vae/` (pipeline_folder.py)."""
+        model_config = {"video_unet": self.unet.config_dict()} if self.is_video else {"unet": asdict(self.unet.config)}
+        return save_pipeline(directory, stage or ("t2v" if self.is_video else "t2i"), self.unet, model_config,
+                             self.diffusion, self.text_encoder, self.vae, self.image_size, self.videovae, **info)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path | None = None,
                         device: torch.device | str | None = None) -> "TextToVideoPipeline":
         directory = Path(directory) if directory is not None else default_checkpoint()
-        meta = checkpoint.load_meta(directory)
-        if meta.get("stage") not in ("t2i", "t2v"):
-            raise ValueError(f"{directory} holds a '{meta.get('stage')}' checkpoint, expected 't2i' or 't2v'")
-        config = meta["config"]
-        if "video_unet" in config:
-            unet = VideoUNet.from_config_dict(config["video_unet"])
+        parts = load_pipeline(directory, ("t2i", "t2v"))
+        if "video_unet" in parts.config:
+            unet = VideoUNet.from_config_dict(parts.config["video_unet"])
         else:
-            unet = UNet2D(UNetConfig(**config["unet"]))
+            unet = UNet2D(UNetConfig(**parts.config["unet"]))
         checkpoint.load_weights(unet, directory).eval()
-        text = TextEncoder(config["text_encoder"], max_length=config["max_length"])
-        videovae = VideoVAE.from_pretrained(directory / "videovae") if (directory / "videovae").is_dir() else None
-        pipe = cls(unet, VAE.from_pretrained(directory / "vae"), text,
-                   GaussianDiffusion(DiffusionConfig(**config["diffusion"])), config["image_size"], videovae)
+        pipe = cls(unet, parts.vae, parts.text_encoder, parts.diffusion, parts.image_size, parts.videovae)
         return pipe.to(device) if device is not None else pipe

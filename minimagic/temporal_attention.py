@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from minimagic.unet import sinusoidal_embedding
+from minimagic.embedding import sinusoidal_embedding
 
 MAX_KERNEL_BATCH = 65535  # the CUDA SDPA kernels put the batch on a grid axis capped at 2**16 - 1
 

@@ -1,24 +1,68 @@
-"""One training loop for every stage of minimagic (vae, t2i, t2v, videovae, ...).
+"""One training loop for every stage of minimagic (vae, t2i, t2v, videovae, interp; docs/paper.md §7).
 
-A stage (see `stages.py`) says what to train: its `model`, how to draw a `batch`, its `loss`, a
-`preview` picture and how to `save` the result. This file says how: AdamW with warm-up, gradient
-accumulation and clipping, an EMA copy of the weights, bf16 autocast on CUDA with a guard that skips
-non-finite steps, a tqdm bar, a CSV log and a loss-curve PNG in the run folder; under torchrun, data
-parallelism with DistributedDataParallel (`distributed.py`).
+A stage (`Stage` below, one file each in `minimagic/stages/`) says what to train: model, batches, loss,
+preview, saving. This file says how: AdamW with warm-up, gradient accumulation and clipping, an EMA copy,
+bf16 autocast on CUDA, a guard that skips non-finite steps (and stops the run if the weights break), a log
+in the run folder (`train_state.py`); under torchrun, data parallelism (`distributed.py`).
 """
 
 import copy
-import csv
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import ClassVar, Protocol
 
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
-from minimagic import distributed
-from minimagic.train_state import load_train_state, save_train_state
+from minimagic import allocator, distributed
+from minimagic.device import pick_device, pick_precision
+from minimagic.train_state import (
+    claim_run_folder,
+    load_train_state,
+    plot_losses,
+    release_run_folder,
+    save_train_state,
+    write_log,
+)
+
+
+class Stage(Protocol):
+    """What `train` needs from a stage; each file of `minimagic/stages/` subclasses it once."""
+
+    name: ClassVar[str]  # `python -m minimagic train NAME`, and the "stage" of the checkpoints it saves
+    Options: ClassVar[type]  # a dataclass of the stage's own options with their defaults: its CLI flags
+    defaults: ClassVar[dict] = {}  # TrainConfig values that suit the stage (steps, lr, ...)
+    model: nn.Module
+
+    def batch(self, batch_size: int, generator: torch.Generator) -> dict:
+        """A training batch drawn with `generator` (the run's: resuming replays the same batches)."""
+
+    def loss(self, model: nn.Module, batch: dict, generator: torch.Generator) -> torch.Tensor:
+        """The scalar loss; its own randomness (t, eps) comes from `generator`, which differs per torchrun rank."""
+
+    def preview(self, model: nn.Module, path: Path, generator: torch.Generator) -> None:
+        """Write a picture of what `model` does now to `path` (a PNG)."""
+
+    def save(self, model: nn.Module, directory: Path, command: str, **info) -> None:
+        """Write the checkpoint folder that `evaluate` and the pipelines load."""
+
+    def param_groups(self, model: nn.Module, lr: float) -> list[dict]:
+        """The optimizer's parameter groups: by default every trainable parameter at `lr`."""
+        return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": lr}]
+
+    @staticmethod
+    def evaluate(directory: Path, **options) -> dict:
+        """The numbers the README reports for a checkpoint of this stage."""
+
+
+def option(default, help: str):
+    return field(default=default, metadata={"help": help})  # a field of a stage's Options: its CLI flag's help
+
+
+MAX_BATCH, MAX_LR = 1 << 16, 1e3  # larger values are typos, refused before any work
 
 
 @dataclass
@@ -39,23 +83,23 @@ class TrainConfig:
     precision: str = "auto"  # "fp32", "bf16" or "fp16"; auto = bf16 on CUDA, fp32 elsewhere
 
     def __post_init__(self):
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.type in (int, float) and not (type(value) in (int, float) and math.isfinite(value)):
+                raise ValueError(f"{f.name} must be a finite number, got {value!r}")
         if self.steps < 1 or self.batch_size < 1 or self.grad_accum < 1 or self.lr <= 0:
             raise ValueError(f"steps, batch_size, grad_accum must be >= 1 and lr > 0, got {self}")
+        if self.batch_size > MAX_BATCH or self.lr > MAX_LR:
+            raise ValueError(f"batch_size must be at most {MAX_BATCH} and lr at most {MAX_LR:g}, got {self.batch_size} "
+                             f"and {self.lr:g}")
+        if min(self.log_every, self.preview_every) < 1 or min(self.checkpoint_every, self.warmup, self.grad_clip,
+                                                               self.weight_decay) < 0:
+            raise ValueError("log_every, preview_every must be >= 1; checkpoint_every, warmup, grad_clip, "
+                             "weight_decay >= 0")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """The one place that chooses the device: cuda, then mps, then cpu (or the name given)."""
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 @torch.no_grad()
@@ -67,58 +111,45 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float, step:
         e.lerp_(p.detach(), 1 - decay)
 
 
-def plot_losses(rows: list[dict], path: Path) -> None:
-    """The loss curve as a PNG, drawn without pyplot so a notebook's plotting backend is left alone."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(5, 3), tight_layout=True)
-    ax = fig.add_subplot()
-    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows])
-    ax.set(xlabel="step", ylabel="loss", yscale="log", title=path.parent.name)
-    fig.savefig(path)
-
-
-def write_log(rows: list[dict], run_dir: Path) -> None:
-    with open(run_dir / "log.csv", "w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=["step", "loss", "lr", "seconds"])
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def read_log(run_dir: Path, up_to: int) -> list[dict]:
-    if not (run_dir / "log.csv").is_file():
-        return []
-    with open(run_dir / "log.csv", newline="") as file:
-        rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(file)]
-    return [row for row in rows if row["step"] <= up_to]
-
-
-def train(stage, cfg: TrainConfig, run_dir: str | Path, save=None, resume: bool = False) -> torch.nn.Module:
+def train(stage: Stage, cfg: TrainConfig, run_dir: str | Path, save=None, resume: bool = False,
+          overwrite: bool = False) -> torch.nn.Module:
     """Train `stage.model` for `cfg.steps` steps; return the weights to ship (EMA if enabled).
 
-    Every `cfg.checkpoint_every` steps the full training state goes to `run_dir/state/` and `save(model,
-    step)`, if given, is called with the weights to ship. `resume=True` continues from that state exactly."""
+    `run_dir` belongs to this run (a used one needs `resume=True` to continue, or `overwrite=True`). Every
+    `cfg.checkpoint_every` steps the training state goes to `run_dir/state/` and `save(model, step)`, if
+    given, is called with the weights to ship; `resume=True` continues from that state exactly."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    allocator.configure()
     device, rank, _ = distributed.setup(pick_device(cfg.device), cfg.batch_size)
-    precision = cfg.precision if cfg.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
+    if rank > 0:
+        return _train(stage, cfg, run_dir, save, resume, device, rank)
+    claim_run_folder(run_dir, resume, overwrite)
+    try:
+        return _train(stage, cfg, run_dir, save, resume, device, rank)
+    finally:
+        release_run_folder(run_dir)
+
+
+def _train(stage: Stage, cfg: TrainConfig, run_dir: Path, save, resume: bool, device: torch.device,
+           rank: int) -> torch.nn.Module:
+    precision = pick_precision(cfg.precision, device)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
     model = stage.model.to(device).train()
     loss_fn = distributed.wrap(stage, model, device)  # stage.loss(model, ...), gradients synced under torchrun
     ema = copy.deepcopy(model).eval().requires_grad_(False) if cfg.ema_decay else None
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = stage.param_groups(model, cfg.lr) if hasattr(stage, "param_groups") else [{"params": params}]
-    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(stage.param_groups(model, cfg.lr), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
     base_lrs = [group["lr"] for group in optimizer.param_groups]
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    done = load_train_state(run_dir, model, ema, optimizer, generator, cfg) if resume else 0
-    rows, start = read_log(run_dir, done), time.time()
+    done, rows = load_train_state(run_dir, model, ema, optimizer, generator, cfg) if resume else (0, [])
+    start, trained = time.time(), 0
     bar = tqdm(range(done + 1, cfg.steps + 1), desc=f"train {stage.name}", dynamic_ncols=True, disable=rank > 0)
     for step in bar:
+        warmup = min(1.0, step / max(cfg.warmup, 1))  # linear learning-rate warm-up
         for group, base_lr in zip(optimizer.param_groups, base_lrs, strict=True):
-            group["lr"] = base_lr * min(1.0, step / max(cfg.warmup, 1))  # linear warm-up
+            group["lr"] = base_lr * warmup
         total = 0.0
         for micro_batch in range(cfg.grad_accum):
             batch = distributed.shard(stage.batch(cfg.batch_size, generator))  # this rank's part of the batch
@@ -139,11 +170,13 @@ def train(stage, cfg: TrainConfig, run_dir: str | Path, save=None, resume: bool 
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
+        if not all(torch.isfinite(p).all() for p in params):  # the last good checkpoint stays as it is
+            raise ValueError(f"step {step}: the weights are no longer finite (lr {cfg.lr:g}); the run stopped")
+        trained += 1
         if ema is not None:
             ema_update(ema, model, cfg.ema_decay, step)
         if step % cfg.log_every == 0 or step == cfg.steps:
-            rows.append({"step": step, "loss": total, "lr": base_lrs[0] * min(1.0, step / max(cfg.warmup, 1)),
-                         "seconds": time.time() - start})
+            rows.append({"step": step, "loss": total, "lr": base_lrs[0] * warmup, "seconds": time.time() - start})
             bar.set_postfix(loss=f"{total:.4f}")
         if rank > 0:  # rank 0 alone previews and writes files
             continue
@@ -151,11 +184,13 @@ def train(stage, cfg: TrainConfig, run_dir: str | Path, save=None, resume: bool 
             stage.preview((ema or model).eval(), run_dir / f"preview_{step:06d}.png", torch.Generator())
             model.train()
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-            write_log(rows, run_dir)  # first: a kill between the two leaves extra log rows, which resume drops
-            save_train_state(run_dir, step, model, ema, optimizer, generator, cfg)
+            save_train_state(run_dir, step, model, ema, optimizer, generator, cfg, rows)  # one unit, log inside
+            write_log(rows, run_dir)
             if save is not None:
                 save((ema or model).eval(), step)
                 model.train()
+    if not trained and done < cfg.steps:  # e.g. fp16 overflowing at every step
+        raise ValueError(f"every step from {done + 1} to {cfg.steps} was skipped (non-finite loss or gradients)")
     if rank == 0:
         write_log(rows, run_dir)
         plot_losses(rows, run_dir / "loss.png")

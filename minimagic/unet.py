@@ -5,7 +5,6 @@ here is video-specific: video_unet.py wraps every `nn.Conv2d` with a FrameAdapto
 `SpatialTransformer` with a temporal branch, and adds its FPS embedding to the output of `embed_time`.
 """
 
-import math
 from dataclasses import dataclass, fields
 from functools import partial
 
@@ -14,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from minimagic.embedding import sinusoidal_embedding
 from minimagic.spatial_transformer import SpatialTransformer, group_norm
 
 PRESETS = {
@@ -68,14 +68,6 @@ class UNetConfig:
         if unknown := set(overrides) - {f.name for f in fields(cls)}:
             raise ValueError(f"unknown UNetConfig fields {sorted(unknown)}")
         return cls(**{**PRESETS[name], **overrides})
-
-
-def sinusoidal_embedding(values: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """Transformer/DDPM sinusoidal features (N,) -> (N, dim); used for t, the FPS and frame positions."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=values.device) / half)
-    args = values.float()[:, None] * freqs[None]  # (N, dim/2)
-    return F.pad(torch.cat([torch.cos(args), torch.sin(args)], dim=-1), (0, dim % 2))  # (N, dim)
 
 
 class ResBlock(nn.Module):

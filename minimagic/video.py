@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 WRITE_FORMATS = (".gif", ".mp4")
 RANGE_SLACK = 0.5  # samples may overshoot [-1, 1] a little; beyond this the input is likely [0, 255]
+MAX_FPS = 1000.0  # frame rates above this are a typo (GIF players cap far lower)
 
 
 def to_uint8(video: torch.Tensor) -> torch.Tensor:
@@ -33,14 +34,16 @@ def from_uint8(video: torch.Tensor) -> torch.Tensor:
 
 
 def _check_video(video: torch.Tensor, ndim: int = 4, fps: float = 1) -> None:
-    if fps <= 0:
-        raise ValueError(f"fps must be > 0, got {fps}")
+    if not 0 < fps <= MAX_FPS:  # NaN fails too
+        raise ValueError(f"fps must be in (0, {MAX_FPS}], got {fps}")
     layout = "(F, C, H, W)" if ndim == 4 else "(B, F, C, H, W)"
     if not isinstance(video, torch.Tensor) or video.ndim != ndim or video.numel() == 0:
         got = tuple(video.shape) if isinstance(video, torch.Tensor) else type(video).__name__
         raise ValueError(f"expected a video tensor {layout}, got {got}")
     if video.shape[-3] not in (1, 3):
         raise ValueError(f"expected C = 1 or 3 channels in {layout}, got C = {video.shape[-3]}")
+    if not torch.isfinite(video).all():  # min/max comparisons never catch NaN
+        raise ValueError(f"the video holds {(~torch.isfinite(video)).sum().item()} NaN or inf values (a broken model?)")
     low, high = video.min().item(), video.max().item()
     if low < -1 - RANGE_SLACK or high > 1 + RANGE_SLACK:
         raise ValueError(f"expected values in [-1, 1], got [{low:.3g}, {high:.3g}] (pass video / 127.5 - 1?)")

@@ -15,10 +15,11 @@ from einops import rearrange
 from torch import nn
 
 from minimagic import checkpoint
-from minimagic.data import DATA_DIR, DIRECTION_NAMES, parse_caption
+from minimagic.data import DIRECTION_NAMES, parse_caption
 from minimagic.metrics import DigitClassifierConfig
+from minimagic.paths import VIDEO_CLASSIFIER_CHECKPOINT
 
-VIDEO_CLASSIFIER_DIR = DATA_DIR / "checkpoints" / "video-classifier"
+VIDEO_CLASSIFIER_DIR = VIDEO_CLASSIFIER_CHECKPOINT
 STAGE = "video-classifier"
 PRESETS = {
     "tiny": dict(channels=(8, 16), depths=(1, 1), norm_groups=4),

@@ -15,9 +15,10 @@ from einops import repeat
 from torch import nn
 
 from minimagic.adaptor import AdaptedConv2d, FrameAdaptor, FrameContext, add_frame_adaptors
+from minimagic.embedding import sinusoidal_embedding
 from minimagic.spatial_transformer import SpatialTransformer
 from minimagic.temporal_attention import DirectedTemporalAttention, TemporalKVCache
-from minimagic.unet import UNet2D, UNetConfig, sinusoidal_embedding
+from minimagic.unet import UNet2D, UNetConfig
 
 TEMPORAL_ATTENTION = ("directed", "bidirectional", "none")  # "none": the adaptor-only ablation
 TEMPORAL_PLACEMENT = ("parallel", "sequential")  # the paper's sum of branches, or T-Attn after S-Attn

@@ -72,8 +72,13 @@ class VideoVAE(nn.Module):
         def temporal(name: str, h: torch.Tensor) -> torch.Tensor:  # h (B*F, C', H', W')
             return h + self.temporal[name](h.unflatten(0, (B, F))).flatten(0, 1)  # h + T-Attn(h)
 
+        decoder = self.vae.decoder  # its layers in its own order, with a temporal layer after two of them
         z = rearrange(latents / self.config.vae.scale_factor, "b f c h w -> (b f) c h w")
-        frames = self.vae.decoder(self.vae.post_quant_conv(z), temporal)  # (B*F, C, H, W)
+        h = temporal("mid", decoder.mid_block(decoder.conv_in(self.vae.post_quant_conv(z))))
+        for level in decoder.up_blocks:
+            h = level(h)
+        h = temporal("levels", h)  # (B*F, C0, H, W)
+        frames = decoder.conv_out(nn.functional.silu(decoder.conv_norm_out(h)))  # (B*F, C, H, W)
         return rearrange(frames, "(b f) c h w -> b f c h w", b=B)
 
     def save_pretrained(self, directory, **info) -> None:

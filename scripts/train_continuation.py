@@ -1,4 +1,4 @@
-"""Continuation training (minimagic/stages_continuation.py) from the shipped t2v model, directed or bidirectional.
+"""Continuation training (minimagic/stages/continuation.py) from the shipped t2v model, directed or bidirectional.
 
     python scripts/train_continuation.py --attention directed --steps 400 --seed 0 \
         --run-dir runs/continuation-directed-s0
@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from minimagic.stages_continuation import T2V_CHECKPOINT, ContinuationStage
+from minimagic.paths import T2V_CHECKPOINT
+from minimagic.stages import ContinuationStage
 from minimagic.train import TrainConfig, train
 
 

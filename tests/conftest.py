@@ -1,4 +1,5 @@
-"""Offline stand-ins for user data: a UCF-101-style folder of real clips and tiny random SD-VAE / CLIP folders."""
+"""Shared test helpers: `randomize_`, and offline stand-ins for user data (a UCF-101-style folder of real clips,
+tiny random SD-VAE / CLIP folders)."""
 
 import importlib.util
 import json
@@ -8,6 +9,15 @@ import pytest
 import torch
 
 from minimagic.videofolder import UCF10_CLASSES
+
+
+@torch.no_grad()
+def randomize_(module: torch.nn.Module, seed: int = 0, scale: float = 0.05) -> None:
+    """Perturb every parameter (zero-initialised ones included), so no branch is trivially zero.
+    Test modules import it: `from conftest import randomize_`."""
+    g = torch.Generator().manual_seed(seed)
+    for p in module.parameters():
+        p.add_(torch.randn(p.shape, generator=g) * scale)
 
 
 @pytest.fixture
@@ -23,7 +33,7 @@ def ucf10_root(tmp_path: Path, monkeypatch) -> Path:
         (root / name).mkdir(parents=True)
         clip = clips[index % len(clips)]
         (root / name / f"v_{name}_g01_c01{clip.suffix}").symlink_to(clip)
-    monkeypatch.setattr("minimagic.stage_data.CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr("minimagic.clips.CACHE_DIR", tmp_path / "cache")
     return root
 
 

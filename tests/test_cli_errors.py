@@ -33,12 +33,33 @@ def test_bad_input_is_one_clear_line(argv, message, tmp_path, monkeypatch, capsy
 
 @pytest.mark.parametrize("stage", ["t2i", "t2v"])
 def test_an_unknown_preset_fails_before_the_clips_are_encoded(stage, monkeypatch, capsys):
-    import minimagic.stage_data
+    import minimagic.clips
 
     def no_encoding(*args, **kwargs):
         raise AssertionError("the clips were encoded before the preset was checked")
 
-    monkeypatch.setattr(minimagic.stage_data, "encode_clips", no_encoding)
+    monkeypatch.setattr(minimagic.clips, "encode_clips", no_encoding)
     with pytest.raises(SystemExit):
         main(["train", stage, "--preset", "huge", "--steps", "1"])
     assert "unknown UNet preset 'huge'" in capsys.readouterr().err
+
+
+def test_the_commands_recorded_in_the_shipped_checkpoints_still_parse():
+    import json
+    import shlex
+    from dataclasses import fields
+
+    from minimagic.__main__ import parser
+    from minimagic.stages import get_stage
+    from minimagic.train import TrainConfig
+
+    commands = [json.loads(path.read_text())["command"] for path in (DATA_DIR / "checkpoints").glob("*/config.json")]
+    commands = [c for c in commands if c.startswith("python -m minimagic train")]
+    assert len(commands) == 5
+    for command in commands:
+        args, unknown = parser().parse_known_args(shlex.split(command)[3:])
+        assert unknown == [], command
+        Stage = get_stage(args.stage)
+        Stage.Options(**{f.name: getattr(args, f.name) for f in fields(Stage.Options) if getattr(args, f.name)})
+        TrainConfig(**{**Stage.defaults, **{f.name: getattr(args, f.name) for f in fields(TrainConfig)
+                                            if getattr(args, f.name) is not None}})

@@ -1,6 +1,7 @@
 """torchrun data parallelism on CPU (gloo): 2 processes give the loss curve and weights of 1 process."""
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -12,9 +13,9 @@ import torch
 STAGE = textwrap.dedent('''
     import sys, torch
     from minimagic import distributed
-    from minimagic.train import TrainConfig, train
+    from minimagic.train import Stage, TrainConfig, train
 
-    class Regression:
+    class Regression(Stage):
         """y = x_0 + x_1 from the run's generator: no other randomness, so 1 and 2 processes must agree."""
         name = "regression"
         def __init__(self):
@@ -85,6 +86,63 @@ def test_batch_must_split_evenly_over_the_processes(tmp_path):
                             timeout=300)
     assert result.returncode != 0
     assert "batch_size 3 must be divisible by the 2 torchrun processes" in result.stderr
+
+
+NOISY_STAGE = textwrap.dedent('''
+    import json, sys, torch
+    from minimagic import distributed
+    from minimagic.diffusion import DiffusionConfig, GaussianDiffusion
+    from minimagic.stages.latent_diffusion import LatentDiffusionStage
+    from minimagic.train import TrainConfig, train
+
+    class Denoiser(torch.nn.Module):
+        """eps_theta(x_t, t, context): a 1x1 conv that records the timesteps it is given."""
+        def __init__(self):
+            super().__init__()
+            self.conv, self.seen = torch.nn.Conv2d(2, 2, 1), []
+        def forward(self, x_t, t, context):
+            self.seen.append(t.tolist())
+            return self.conv(x_t) + context.mean()
+
+    class Noisy(LatentDiffusionStage):
+        """The t2i/t2v loss (t and eps drawn by the diffusion loss) on latents drawn from the run's generator."""
+        name = "noisy"
+        def __init__(self):
+            torch.manual_seed(0)
+            self.model, self.diffusion = Denoiser(), GaussianDiffusion(DiffusionConfig())
+        def batch(self, batch_size, generator):
+            x0 = torch.randn(batch_size, 2, 4, 4, generator=generator)
+            return {"x0": x0, "context": torch.zeros(batch_size, 1, 1)}
+        def preview(self, model, path, generator):
+            pass
+
+    if __name__ == "__main__":
+        stage = Noisy()
+        model = train(stage, TrainConfig(steps=4, batch_size=8, lr=1e-2, warmup=1, log_every=1, device="cpu"),
+                      sys.argv[1])
+        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        with open(f"{sys.argv[1]}/t_rank{rank}.json", "w") as file:
+            json.dump(stage.model.seen, file)
+        if distributed.is_main():
+            torch.save(model.state_dict(), sys.argv[1] + "/final.pt")
+        distributed.teardown()
+''')
+
+
+def test_every_rank_draws_its_own_timesteps_and_noise_and_the_run_is_reproducible(tmp_path):
+    script = tmp_path / "noisy.py"
+    script.write_text(NOISY_STAGE)
+    for name in ("first", "second"):
+        launch(torchrun(str(script), str(tmp_path / name)), tmp_path)
+    ranks = [json.loads((tmp_path / "first" / f"t_rank{r}.json").read_text()) for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == 4 and all(len(t) == 4 for t in ranks[0])  # 4 steps, 4 clips a rank
+    assert all(a != b for a, b in zip(*ranks, strict=True)), "both ranks drew the same timesteps"
+    for r in (0, 1):  # the same run again draws the same numbers on every rank
+        name = f"t_rank{r}.json"
+        assert (tmp_path / "second" / name).read_text() == (tmp_path / "first" / name).read_text()
+    assert losses(tmp_path / "first") == losses(tmp_path / "second")
+    first, second = (torch.load(tmp_path / name / "final.pt") for name in ("first", "second"))
+    assert all(torch.equal(first[k], second[k]) for k in first)
 
 
 LOSS_NOISE = textwrap.dedent('''

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from minimagic.__main__ import main
-from minimagic.evaluate import evaluate
 from minimagic.pipeline import TextToVideoPipeline
+from minimagic.stages import evaluate
 from minimagic.text import TextEncoder
 from minimagic.unet import UNet2D, UNetConfig
 from minimagic.vae import VAE, VAEConfig

@@ -1,17 +1,20 @@
-"""Frame interpolation (minimagic/interpolation.py, interp_stage.py): keyframes kept, shapes, errors, init."""
+"""Frame interpolation (minimagic/interpolation.py, stages/interp.py): keyframes kept, shapes, errors, init."""
 
 import json
 from dataclasses import replace
 
 import pytest
 import torch
-from test_video_unet import randomize_
+from conftest import randomize_
 
 from minimagic.__main__ import main
-from minimagic.interp_stage import InterpolationStage
 from minimagic.interpolation import FrameInterpolator
 from minimagic.pipeline import CHECKPOINTS
+from minimagic.pipeline_folder import save_pipeline
+from minimagic.stages import InterpolationStage
+from minimagic.text import TextEncoder
 from minimagic.unet import UNet2D, UNetConfig
+from minimagic.vae import VAE, VAEConfig
 from minimagic.video_unet import VideoUNet
 
 
@@ -95,17 +98,30 @@ def test_in_between_frames_see_both_keyframes():
 
 
 def test_loss_trains_only_the_in_between_frames():
+    """The gradient reaches the network's eps of the in-between frames and never that of the keyframes."""
     model = interpolator()
     x0, context = latents(frames=4)
+    outputs = []
+
+    def keep(module, inputs, output):
+        output.retain_grad()
+        outputs.append(output)
+
+    model.unet.register_forward_hook(keep)
     loss = model.loss(x0, context, torch.Generator().manual_seed(0))
     loss.backward()
     assert loss.ndim == 0 and torch.isfinite(loss)
+    grad = outputs[0].grad  # (B, k + 2, c, h, w): d loss / d eps_theta
+    assert grad[:, [0, -1]].abs().max() == 0  # the keyframes are given: nothing to learn there
+    assert (grad[:, 1:-1].flatten(2).abs().amax(-1) > 0).all()  # every in-between frame of every clip learns
     assert model.unet.unet.conv_in.conv.weight.grad[:, 4:].abs().sum() > 0  # the new conditioning channels learn
 
 
 def test_save_load_round_trip(tmp_path):
     model = interpolator()
-    model.save_pretrained(tmp_path / "interp", step=1)
+    save_pipeline(tmp_path / "interp", "interp", model, {"video_unet": model.unet.config_dict(),
+                  "max_between": model.max_between}, model.diffusion, TextEncoder(), VAE(VAEConfig.preset("tiny")),
+                  64, step=1)
     loaded = FrameInterpolator.from_pretrained(tmp_path / "interp")
     for name, value in model.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[name], value.half().float())

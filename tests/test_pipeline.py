@@ -78,7 +78,7 @@ def test_pipeline_rejects_bad_requests(tiny_pipeline, tmp_path):
 def test_stages_train_save_and_chain(tmp_path):
     """vae -> t2i -> t2v on tiny models: every stage trains a few steps and its checkpoint feeds the next."""
     options = dict(steps=2, batch_size=2, preview_every=2, log_every=1, warmup=1)
-    vae_stage = VAEStage("tiny")
+    vae_stage = VAEStage(preset="tiny")
     before = [p.detach().clone() for p in vae_stage.model.parameters()]
     vae = train(vae_stage, TrainConfig(**options), tmp_path / "runs" / "vae")
     assert any(not torch.equal(a, b) for a, b in zip(before, vae.parameters(), strict=True))
@@ -86,22 +86,22 @@ def test_stages_train_save_and_chain(tmp_path):
     assert (tmp_path / "runs" / "vae" / "log.csv").is_file() and (tmp_path / "runs" / "vae" / "loss.png").is_file()
     assert VAE.from_pretrained(tmp_path / "vae").config.scale_factor != 1.0
 
-    t2i = TextToImageStage("tiny", init=tmp_path / "vae", num_clips=8)
+    t2i = TextToImageStage(preset="tiny", init=tmp_path / "vae", num_clips=8)
     t2i.save(train(t2i, TrainConfig(**options, ema_decay=0.9), tmp_path / "runs" / "t2i"), tmp_path / "t2i", "test")
     image_pipe = TextToVideoPipeline.from_pretrained(tmp_path / "t2i")
     assert not image_pipe.is_video
     assert image_pipe(["the digit one"], num_inference_steps=2).shape == (1, 1, 1, 64, 64)
 
-    t2v = TextToVideoStage("tiny", init=tmp_path / "t2i", num_clips=8)
+    t2v = TextToVideoStage(preset="tiny", init=tmp_path / "t2i", num_clips=8)
     assert isinstance(t2v.model, VideoUNet)
     t2v.save(train(t2v, TrainConfig(**options), tmp_path / "runs" / "t2v"), tmp_path / "t2v", "test")
     assert json.loads((tmp_path / "t2v" / "config.json").read_text())["stage"] == "t2v"
 
-    more = TextToVideoStage("tiny", init=tmp_path / "t2v", num_clips=8)  # a t2v pipeline trains further
+    more = TextToVideoStage(preset="tiny", init=tmp_path / "t2v", num_clips=8)  # a t2v pipeline trains further
     saved = TextToVideoPipeline.from_pretrained(tmp_path / "t2v").unet.state_dict()
     assert all(torch.equal(v, saved[k]) for k, v in more.model.state_dict().items())
     with pytest.raises(ValueError, match="architecture is fixed"):
-        TextToVideoStage("tiny", init=tmp_path / "t2v", num_clips=8, use_adaptor=False)
+        TextToVideoStage(preset="tiny", init=tmp_path / "t2v", num_clips=8, use_adaptor=False)
 
     out = tmp_path / "seven.gif"
     main(["generate", "--prompt", "the digit seven moves left", "--checkpoint", str(tmp_path / "t2v"),

@@ -14,14 +14,14 @@ import torch
 from safetensors.torch import load_file
 
 from minimagic.__main__ import main
-from minimagic.train import TrainConfig, train
+from minimagic.train import Stage, TrainConfig, train
 from minimagic.train_state import STATE_DIR
 
 STAGE = textwrap.dedent('''
     import sys, time, torch
-    from minimagic.train import TrainConfig, train
+    from minimagic.train import Stage, TrainConfig, train
 
-    class SlowRegression:
+    class SlowRegression(Stage):
         """y = A x + noise, drawn from the run's generator; each batch waits a little so a test can kill."""
         name = "regression"
         def __init__(self, delay):
@@ -88,7 +88,7 @@ def test_resume_after_sigkill_gives_the_same_weights_as_an_uninterrupted_run(tmp
         assert len(file.readlines()) == 1 + 30  # the resumed run continues the loss log
 
 
-class Quadratic:
+class Quadratic(Stage):
     name = "quadratic"
 
     def __init__(self, nan_at: int = -1):

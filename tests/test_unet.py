@@ -2,17 +2,10 @@
 
 import pytest
 import torch
+from conftest import randomize_
 
 from minimagic.spatial_transformer import SpatialTransformer
 from minimagic.unet import UNet2D, UNetConfig
-
-
-@torch.no_grad()
-def randomize_(module: torch.nn.Module, seed: int = 0, scale: float = 0.05) -> None:
-    """Perturb every parameter (zero-initialised ones included), so no branch is trivially zero."""
-    g = torch.Generator().manual_seed(seed)
-    for p in module.parameters():
-        p.add_(torch.randn(p.shape, generator=g) * scale)
 
 
 def tiny_inputs(batch: int = 2, size: int = 8, length: int = 5, seed: int = 0):

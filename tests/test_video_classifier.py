@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from minimagic.data import MovingDigits, caption_for
-from minimagic.evaluate import evaluate
 from minimagic.fvd import fvd_md
+from minimagic.stages import evaluate
 from minimagic.video_classifier import VideoClassifier, VideoClassifierConfig, prompt_accuracy, video_features
 
 

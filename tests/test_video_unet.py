@@ -4,19 +4,12 @@ import json
 
 import pytest
 import torch
+from conftest import randomize_
 from torch import nn
 
 from minimagic.adaptor import AdaptedConv2d
 from minimagic.unet import UNet2D, UNetConfig
 from minimagic.video_unet import SpatioTemporalBlock, VideoUNet, VideoUNetConfig
-
-
-@torch.no_grad()
-def randomize_(module: nn.Module, seed: int = 0, scale: float = 0.05) -> None:
-    """Perturb every parameter (zero-initialised ones included), so no branch is trivially zero."""
-    g = torch.Generator().manual_seed(seed)
-    for p in module.parameters():
-        p.add_(torch.randn(p.shape, generator=g) * scale)
 
 
 def random_unet2d(seed: int = 0) -> UNet2D:

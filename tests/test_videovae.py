@@ -3,9 +3,9 @@
 import pytest
 import torch
 
+from minimagic.stages import VAEStage, VideoVAEStage
 from minimagic.train import TrainConfig, train
 from minimagic.vae import VAE, VAEConfig
-from minimagic.vae_stages import VAEStage, VideoVAEStage
 from minimagic.videovae import VideoVAE
 
 
@@ -64,7 +64,7 @@ def test_bad_shapes_are_refused(vae):
 
 
 def test_stage_trains_the_decoder_and_leaves_the_encoder_frozen(tmp_path):
-    stage = VAEStage("tiny")
+    stage = VAEStage(preset="tiny")
     stage.save(stage.model, tmp_path / "vae", command="test", num_frames=16)
     videovae_stage = VideoVAEStage(init=tmp_path / "vae", num_clips=4)
     model = videovae_stage.model

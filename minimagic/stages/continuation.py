@@ -6,35 +6,43 @@ that are already finished. `temporal_attention="bidirectional"` trains the bidir
 way, from the same weights, to measure what directed attention buys when streaming.
 """
 
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from torchvision.utils import save_image
 
-from minimagic.data import DATA_DIR
-from minimagic.stages import TextToVideoStage
+from minimagic.paths import T2V_CHECKPOINT
+from minimagic.stages.t2v import TextToVideoOptions, TextToVideoStage
 from minimagic.streaming import continuation_loss
+from minimagic.train import option
 from minimagic.video_unet import VideoUNet
 
-T2V_CHECKPOINT = DATA_DIR / "checkpoints" / "t2v-moving-digits"
 PREVIEW_FRAMES = 16  # twice the trained window: the preview streams past it
 PREVIEW_STEPS = 10  # DDIM steps of the preview, kept short: it runs at the end of every short run
+
+
+@dataclass
+class ContinuationOptions:
+    init: str = option(str(T2V_CHECKPOINT), "the t2v pipeline to teach continuation")
+    num_clips: int = option(6000, "Moving-digit training clips")
+    temporal_attention: str = option("directed", "directed, or bidirectional (the ablation; same weights)")
 
 
 class ContinuationStage(TextToVideoStage):
     """Continuation training from a t2v pipeline; the saved folder is a t2v pipeline that can stream."""
 
-    name = "continuation"
+    name, Options = "continuation", ContinuationOptions
     defaults = {**TextToVideoStage.defaults, "steps": 400, "warmup": 50, "preview_every": 400}
 
-    def __init__(self, preset: str = "toy", init: str | Path = T2V_CHECKPOINT, num_clips: int = 6000,
-                 temporal_attention: str = "directed"):
-        """init: a t2v pipeline; temporal_attention: "directed" or "bidirectional" (its weights are reused)."""
+    def __init__(self, options: ContinuationOptions | None = None, **overrides):
+        options = replace(options or ContinuationOptions(), **overrides)
+        temporal_attention = options.temporal_attention
         if temporal_attention not in ("directed", "bidirectional"):
             raise ValueError(f"temporal_attention must be 'directed' or 'bidirectional', got {temporal_attention!r}")
-        super().__init__(preset, init, num_clips, new_lr_scale=1.0)
+        super().__init__(TextToVideoOptions(init=options.init, num_clips=options.num_clips, new_lr_scale=1.0))
         if not isinstance(self.model, VideoUNet):
-            raise ValueError(f"{init} is not a text-to-video pipeline")
+            raise ValueError(f"{options.init} is not a text-to-video pipeline")
         if self.model.config.temporal_attention != temporal_attention:
             config = {**self.model.config_dict(), "temporal_attention": temporal_attention}
             model = VideoUNet.from_config_dict(config)

@@ -1,49 +1,59 @@
-"""Stage interp of minimagic: train the FrameInterpolator (interpolation.py, docs/paper.md §1) on MovingDigits clips.
+"""Stage interp: the FrameInterpolator (interpolation.py, docs/paper.md §1) on Moving-digit clips.
 
 `python -m minimagic train interp --preset toy` starts from the shipped text-to-video model, so the
 interpolator begins as the keyframe denoiser, and learns to fill in k frames between two known ones.
 `--init` an interp checkpoint instead trains that interpolator further.
 """
 
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from torchvision.utils import save_image
 
 from minimagic import checkpoint
-from minimagic.data import DATA_DIR, MovingDigits
+from minimagic.data import MovingDigits
 from minimagic.diffusion import DiffusionConfig, GaussianDiffusion
+from minimagic.evaluate import evaluate_interp
 from minimagic.guidance import drop_condition
 from minimagic.interpolation import FrameInterpolator
+from minimagic.paths import T2V_CHECKPOINT, VAE_CHECKPOINT
 from minimagic.pipeline import TextToVideoPipeline
-from minimagic.text import TextEncoder, default_model_path
+from minimagic.pipeline_folder import load_pipeline, save_pipeline
+from minimagic.text import TextEncoder
+from minimagic.train import Stage, option
 from minimagic.unet import UNet2D, UNetConfig
 from minimagic.vae import VAE
-from minimagic.vae_stages import VAE_CHECKPOINT
 from minimagic.video_unet import VideoUNet
 
-T2V_CHECKPOINT = DATA_DIR / "checkpoints" / "t2v-moving-digits"
 CLIPS = 10**6  # indices to draw clips from: MovingDigits is procedural, every index is a clip of its own
 
 
-class InterpolationStage:
-    """Stage interp: the FrameInterpolator on clips of k + 2 frames (k in 1..max_between drawn per batch) whose
-    digit moves `gap` pixels from the first to the last frame: 3 px is two consecutive t2v keyframes."""
+@dataclass
+class InterpolationOptions:
+    preset: str = option("toy", "model size preset when training from scratch (--init none): tiny, toy or base")
+    init: str | None = option(str(T2V_CHECKPOINT), "the t2v pipeline to start from, an interp checkpoint to train "
+                              "further (its max_between kept), or none: a fresh U-Net on the shipped VAE")
+    max_between: int = option(3, "the most in-between frames k the interpolator learns to fill")
 
-    name = "interp"
+
+class InterpolationStage(Stage):
+    """The FrameInterpolator on clips of k + 2 frames (k in 1..max_between drawn per batch) whose digit moves
+    `gap` pixels from the first to the last frame: 3 px is two consecutive t2v keyframes."""
+
+    name, Options = "interp", InterpolationOptions
     defaults = dict(steps=3000, batch_size=8, lr=2e-4, ema_decay=0.999, warmup=100, preview_every=500)
     gaps = (3.0, 6.0, 12.0)  # pixels the digit travels between the two keyframes
 
-    def __init__(self, preset: str = "toy", init: str | Path | None = T2V_CHECKPOINT, max_between: int = 3):
-        """init: the t2v pipeline whose VideoUNet, VAE and text encoder the interpolator starts from, an
-        interp checkpoint to train further (its max_between kept), or None: a fresh `preset` U-Net on the
-        shipped VAE."""
-        UNetConfig.preset(preset)  # an unknown preset fails now, before any model loads
-        meta = checkpoint.load_meta(init) if init is not None else {}
-        if meta.get("stage") == "interp":
+    def __init__(self, options: InterpolationOptions | None = None, **overrides):
+        options = replace(options or InterpolationOptions(), **overrides)  # e.g. Stage(preset="tiny")
+        init, max_between = options.init, options.max_between
+        UNetConfig.preset(options.preset)  # an unknown preset fails now, before any model loads
+        self.image_size = 64  # Moving-digit frames
+        if init is not None and checkpoint.load_meta(init)["stage"] == "interp":
+            parts = load_pipeline(init, ("interp",))
             self.model = FrameInterpolator.from_pretrained(init)
-            self.vae, self.diffusion = VAE.from_pretrained(Path(init) / "vae"), self.model.diffusion
-            self.text = TextEncoder(meta["text_encoder"], max_length=meta["max_length"])
+            self.vae, self.text, self.diffusion = parts.vae, parts.text_encoder, self.model.diffusion
             self.use_data(self.model.max_between)
             return
         keyframe = TextToVideoPipeline.from_pretrained(init) if init is not None else None
@@ -56,7 +66,8 @@ class InterpolationStage:
             unet = keyframe.unet
         else:  # no image or video pre-training
             c = self.vae.config.latent_channels
-            image_unet = UNet2D(UNetConfig.preset(preset, in_channels=c, out_channels=c, context_dim=self.text.dim))
+            image_unet = UNet2D(UNetConfig.preset(options.preset, in_channels=c, out_channels=c,
+                                                  context_dim=self.text.dim))
             unet = VideoUNet.from_unet2d(image_unet, max_between + 2)
         if max_between + 2 > unet.num_frames:
             raise ValueError(f"max_between={max_between} needs {max_between + 2} frames, not {unet.num_frames}")
@@ -94,7 +105,8 @@ class InterpolationStage:
         save_image(torch.cat([video, frames], dim=1).flatten(0, 1) * 0.5 + 0.5, path, nrow=k + 2)
 
     def save(self, model: FrameInterpolator, directory: Path, command: str, **info) -> None:
-        name = self.text.name_or_path
-        model.save_pretrained(directory, command=command, max_length=self.text.max_length,
-                              text_encoder=None if name == default_model_path() else name, **info)
-        self.vae.save_pretrained(Path(directory) / "vae")
+        model_config = {"video_unet": model.unet.config_dict(), "max_between": model.max_between}
+        save_pipeline(directory, "interp", model, model_config, model.diffusion, self.text, self.vae,
+                      self.image_size, command=command, **info)
+
+    evaluate = staticmethod(evaluate_interp)  # the numbers the README reports

@@ -1,0 +1,89 @@
+"""Stage videovae: the VideoVAE decoder that removes frame-to-frame dithering (docs/paper.md §5)."""
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torchvision.utils import save_image
+
+from minimagic import checkpoint
+from minimagic.clips import encode_clips
+from minimagic.data import MovingDigits
+from minimagic.evaluate import evaluate_videovae
+from minimagic.paths import VAE_CHECKPOINT
+from minimagic.train import Stage, option
+from minimagic.vae import VAE
+from minimagic.videovae import VideoVAE
+
+
+@dataclass
+class VideoVAEOptions:
+    init: str = option(str(VAE_CHECKPOINT), "the vae checkpoint whose decoder becomes the VideoVAE's, or a "
+                       "videovae checkpoint to train further")
+    temporal_weight: float = option(1.0, "weight w of the frame-difference loss term")
+    latent_noise: float = option(0.0, "the largest std of the per-frame noise added to the training latents, like "
+                                 "a sampler's residual error (0: none)")
+    num_clips: int = option(6000, "Moving-digit training clips")
+    directed: bool = option(True, "directed (causal) temporal attention; false: bidirectional (an ablation)")
+
+
+def frame_differences(video: torch.Tensor) -> torch.Tensor:
+    """x_{i+1} - x_i along the frame axis: (B, F, C, H, W) -> (B, F-1, C, H, W)."""
+    return video[:, 1:] - video[:, :-1]
+
+
+class VideoVAEStage(Stage):
+    """Fine-tune the VideoVAE decoder on clips (encoder frozen): loss = |D(z + s eps) - x|^2 + w |dD - dx|^2,
+    where d is the difference between consecutive frames: the temporal term penalises flicker. With
+    `latent_noise` > 0, the decoder sees latents like a sampler's, which are off the encoder's by a residual
+    error: eps ~ N(0, I) drawn anew for every frame, s ~ U(0, latent_noise) per clip. Noise that differs
+    from frame to frame is what the temporal layers can average away by looking at earlier frames."""
+
+    name, Options = "videovae", VideoVAEOptions
+    defaults = dict(steps=3000, batch_size=4, lr=2e-3, ema_decay=0.999, warmup=50, preview_every=500)
+
+    def __init__(self, options: VideoVAEOptions | None = None, **overrides):
+        options = replace(options or VideoVAEOptions(), **overrides)  # e.g. Stage(preset="tiny")
+        if options.latent_noise < 0:
+            raise ValueError(f"latent_noise must be >= 0, got {options.latent_noise}")
+        if checkpoint.load_meta(options.init).get("stage") == "videovae":
+            self.model = VideoVAE.from_pretrained(options.init).train()  # its architecture is fixed
+        else:
+            self.model = VideoVAE.from_vae(VAE.from_pretrained(options.init), directed=options.directed)
+        self.temporal_weight, self.latent_noise = options.temporal_weight, options.latent_noise
+        vae = self.model.vae  # its encoder is the frozen one of the image VAE
+        self.latents = encode_clips(vae, "train", options.num_clips)["latents"]  # (N, F, c, h, w)
+        self.videos = MovingDigits("train", length=options.num_clips, num_frames=self.latents.shape[1])
+        self.held_out = MovingDigits("test", length=2, num_frames=self.latents.shape[1])
+
+    def batch(self, batch_size: int, generator: torch.Generator) -> dict:
+        index = torch.randint(len(self.videos), (batch_size,), generator=generator)
+        video = torch.stack([self.videos[i]["video"] for i in index.tolist()])  # (B, F, 1, H, W)
+        return {"latents": self.latents[index].float(), "video": video}
+
+    def loss(self, model: VideoVAE, batch: dict, generator: torch.Generator) -> torch.Tensor:
+        latents, video = batch["latents"], batch["video"]  # (B, F, c, h, w), (B, F, C, H, W)
+        if self.latent_noise:
+            scale = self.latent_noise * torch.rand(latents.shape[0], 1, 1, 1, 1, generator=generator)  # s per clip
+            eps = torch.randn(latents.shape, generator=generator)  # (B, F, c, h, w), new for every frame
+            latents = latents + (scale * eps).to(latents.device)
+        recon = model.decode_video(latents)
+        temporal = F.mse_loss(frame_differences(recon), frame_differences(video))
+        return F.mse_loss(recon, video) + self.temporal_weight * temporal
+
+    @torch.no_grad()
+    def preview(self, model: VideoVAE, path: Path, generator: torch.Generator) -> None:
+        """Rows: a held-out clip, its VideoVAE decoding, and |consecutive-frame differences| of that decoding."""
+        device = next(model.parameters()).device
+        video = torch.stack([item["video"] for item in self.held_out]).to(device)  # (2, F, 1, H, W)
+        recon = model.decode_video(model.encode_video(video)).clamp(-1, 1)
+        diffs = frame_differences(recon).abs() * 2 - 1  # (2, F-1, 1, H, W), shown in [-1, 1]
+        diffs = torch.cat([diffs, torch.full_like(diffs[:, :1], -1)], 1)  # pad to F frames
+        rows = torch.stack([video, recon, diffs], 1).flatten(0, 2)  # (2*3*F, 1, H, W)
+        save_image(rows * 0.5 + 0.5, path, nrow=video.shape[1])
+
+    def save(self, model: VideoVAE, directory: Path, command: str, **info) -> None:
+        model.save_pretrained(directory, command=command, **info)
+
+    evaluate = staticmethod(evaluate_videovae)  # the numbers the README reports
