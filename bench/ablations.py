@@ -48,7 +48,8 @@ from minimagic.evaluate import score_t2v
 from minimagic.fvd import fvd_md
 from minimagic.metrics import DigitClassifier, background_flicker, video_scores
 from minimagic.paths import T2I_CHECKPOINT
-from minimagic.pipeline import CHECKPOINTS, TextToVideoPipeline
+from minimagic.paths import CHECKPOINTS
+from minimagic.pipeline import TextToVideoPipeline
 from minimagic.stages import TextToVideoStage
 from minimagic.train import TrainConfig, train
 from minimagic.video_classifier import VideoClassifier, prompt_accuracy

@@ -14,7 +14,7 @@ import time
 import torch
 
 from minimagic.pipeline import TextToVideoPipeline
-from minimagic.train import pick_device
+from minimagic.device import pick_device
 
 PROMPTS = ("the digit seven moves left", "the digit two moves up", "the digit zero moves right",
            "the digit four moves down")

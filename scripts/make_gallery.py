@@ -15,7 +15,7 @@ import torch
 from einops import rearrange
 
 from minimagic.pipeline import TextToVideoPipeline
-from minimagic.train import pick_device
+from minimagic.device import pick_device
 from minimagic.video import save_video
 
 PROMPTS = [

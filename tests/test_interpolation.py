@@ -9,7 +9,7 @@ from conftest import randomize_
 
 from minimagic.__main__ import main
 from minimagic.interpolation import FrameInterpolator
-from minimagic.pipeline import CHECKPOINTS
+from minimagic.paths import CHECKPOINTS
 from minimagic.pipeline_folder import save_pipeline
 from minimagic.stages import InterpolationStage
 from minimagic.text import TextEncoder
