@@ -47,8 +47,7 @@ from minimagic.data import MovingDigits
 from minimagic.evaluate import score_t2v
 from minimagic.fvd import fvd_md
 from minimagic.metrics import DigitClassifier, background_flicker, video_scores
-from minimagic.paths import T2I_CHECKPOINT
-from minimagic.paths import CHECKPOINTS
+from minimagic.paths import CHECKPOINTS, T2I_CHECKPOINT
 from minimagic.pipeline import TextToVideoPipeline
 from minimagic.stages import TextToVideoStage
 from minimagic.train import TrainConfig, train

@@ -13,8 +13,8 @@ import time
 
 import torch
 
-from minimagic.pipeline import TextToVideoPipeline
 from minimagic.device import pick_device
+from minimagic.pipeline import TextToVideoPipeline
 
 PROMPTS = ("the digit seven moves left", "the digit two moves up", "the digit zero moves right",
            "the digit four moves down")

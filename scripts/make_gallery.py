@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from einops import rearrange
 
-from minimagic.pipeline import TextToVideoPipeline
 from minimagic.device import pick_device
+from minimagic.pipeline import TextToVideoPipeline
 from minimagic.video import save_video
 
 PROMPTS = [
