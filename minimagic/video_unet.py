@@ -79,12 +79,10 @@ class SpatioTemporalBlock(nn.Module):
             config.frame_pos_embed,
         )
 
-    def forward(
-        self, x: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """x (B*F, C, H, W) -> (B*F, C, H, W); the same signature as SpatialTransformer."""
         F = self.frame_context.num_frames
-        y = self.spatial(x, context, context_mask)  # (B*F, C, H, W)
+        y = self.spatial(x, context)  # (B*F, C, H, W)
         source = x if self.placement == "parallel" else y
         z = y.unflatten(0, (-1, F)) + self.temporal(source.unflatten(0, (-1, F)))  # (B, F, C, H, W)
         return z.flatten(0, 1)  # (B*F, C, H, W)
@@ -135,10 +133,9 @@ class VideoUNet(nn.Module):
         x: torch.Tensor,
         t: torch.Tensor,
         context: torch.Tensor,
-        context_mask: torch.Tensor | None = None,
         fps: torch.Tensor | float | None = None,
     ) -> torch.Tensor:
-        """x (B, F, c, h, w), t (B,), context (B, L, D), context_mask (B, L) -> eps (B, F, c, h, w).
+        """x (B, F, c, h, w), t (B,), context (B, L, D) -> eps (B, F, c, h, w).
 
         fps (a number or (B,)) is the frame rate v of the clip, required iff config.fps_conditioning."""
         if x.ndim != 5 or not 1 <= x.shape[1] <= self.num_frames:
@@ -164,9 +161,7 @@ class VideoUNet(nn.Module):
         self.frame_context.num_frames = F  # read by every AdaptedConv2d and SpatioTemporalBlock
         emb = repeat(emb, "b e -> (b f) e", f=F)
         context = repeat(context, "b l d -> (b f) l d", f=F)  # every frame sees the same text
-        if context_mask is not None:
-            context_mask = repeat(context_mask, "b l -> (b f) l", f=F)
-        eps = self.unet.forward_features(x.flatten(0, 1), emb, context, context_mask)  # (B*F, c, h, w)
+        eps = self.unet.forward_features(x.flatten(0, 1), emb, context)  # (B*F, c, h, w)
         return eps.unflatten(0, (B, F))  # (B, F, c, h, w)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
