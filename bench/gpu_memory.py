@@ -81,7 +81,7 @@ def saved_bytes(model: VideoUNet, batch: dict) -> dict:
     index, run_block = {id(layers): i for i, layers in enumerate(blocks)}, unet._run_block
 
     def tracked_block(layers, *args):
-        for value in args:  # h, emb, context (, context_mask): the inputs a checkpointed block keeps
+        for value in args:  # h, emb, context: the inputs a checkpointed block keeps
             if torch.is_tensor(value):
                 kept[StorageWeakRef(value.untyped_storage()).cdata] = value.untyped_storage().nbytes()
         current.append(index[id(layers)])

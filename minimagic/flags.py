@@ -59,5 +59,7 @@ def check_output(path: Path, what: str) -> None:
             raise ValueError(f"{what} {path}: {parent} is a file, not a folder")
     if what == "--out" and path.exists() and not path.is_dir():
         raise ValueError(f"{what} {path} is a file: the checkpoint is a folder")
+    if what == "--out" and path.is_dir() and any(path.iterdir()) and not (path / "config.json").is_file():
+        raise ValueError(f"{what} {path} holds other files, not a checkpoint to replace")
     if what == "--out video" and path.is_dir():
         raise ValueError(f"--out {path} is a folder, not a video file")

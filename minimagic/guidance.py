@@ -20,14 +20,12 @@ def classifier_free_guidance(
     context: Tensor,
     uncond_context: Tensor,
     guidance_scale: float,
-    uncond_mask: Tensor | None = None,
     **kwargs,
 ) -> Tensor:
     """eps~ = eps(x_t, "") + s (eps(x_t, y) - eps(x_t, "")), both halves in one batched model call.
 
     model(x_t, t, context=..., **kwargs); context is (B, L, D), uncond_context (1 or B, L, D). Tensor kwargs
-    with leading dim B (context_mask, fps) are repeated for the unconditional half; uncond_mask, if given,
-    replaces context_mask there (the empty prompt's mask, as seen in training by `drop_condition`).
+    with leading dim B (fps) are repeated for the unconditional half.
     """
     if guidance_scale == 1.0:
         return model(x_t, t, context=context, **kwargs)  # s = 1 is the conditional prediction itself
@@ -35,13 +33,9 @@ def classifier_free_guidance(
     if context.ndim != 3 or context.shape[0] != B or uncond_context.shape[1:] != context.shape[1:]:
         shapes = f"{tuple(context.shape)} and {tuple(uncond_context.shape)}"
         raise ValueError(f"need context (B={B}, L, D) and uncond_context (1|B, L, D), got {shapes}")
-    if uncond_mask is not None and "context_mask" not in kwargs:
-        raise ValueError("uncond_mask given without a context_mask")
     doubled = {}
     for name, value in kwargs.items():
-        if name == "context_mask" and uncond_mask is not None:
-            value = torch.cat([value, uncond_mask.expand_as(value)])  # (2B, L)
-        elif torch.is_tensor(value) and value.ndim > 0 and value.shape[0] == B:
+        if torch.is_tensor(value) and value.ndim > 0 and value.shape[0] == B:
             value = torch.cat([value, value])  # (2B, ...)
         doubled[name] = value
     both = torch.cat([context, uncond_context.expand_as(context)])  # (2B, L, D) = [tau(y); tau("")]
@@ -54,25 +48,14 @@ def drop_condition(
     uncond_context: Tensor,
     p: float,
     generator: torch.Generator | None = None,
-    mask: Tensor | None = None,
-    uncond_mask: Tensor | None = None,
-) -> Tensor | tuple[Tensor, Tensor]:
-    """Caption dropout for CFG training: each sample's tau(y) (B, L, D) becomes tau("") with probability p.
-
-    Returns the new context, or (context, mask) when a (B, L) mask is given (uncond_mask is then required,
-    and the same samples are dropped in both).
-    """
+) -> Tensor:
+    """Caption dropout for CFG training: each sample's tau(y) (B, L, D) becomes tau("") with probability p."""
     if not 0 <= p <= 1:
         raise ValueError(f"drop probability p must be in [0, 1], got {p}")
-    if (mask is None) != (uncond_mask is None):
-        raise ValueError("give both mask and uncond_mask, or neither")
     if uncond_context.shape[1:] != context.shape[1:]:
         shapes = f"{tuple(uncond_context.shape)} vs context {tuple(context.shape)}"
         raise ValueError(f"uncond_context must be (1|B, L, D) with the context's L and D, got {shapes}")
     draw_device = generator.device if generator is not None else context.device
     drop = torch.rand(context.shape[0], generator=generator, device=draw_device) < p
     drop = drop.to(context.device)  # (B,) bool: True = use the empty caption
-    context = torch.where(drop[:, None, None], uncond_context.expand_as(context), context)  # (B, L, D)
-    if mask is None:
-        return context
-    return context, torch.where(drop[:, None], uncond_mask.expand_as(mask), mask)  # (B, L)
+    return torch.where(drop[:, None, None], uncond_context.expand_as(context), context)  # (B, L, D)

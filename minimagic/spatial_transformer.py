@@ -29,13 +29,11 @@ class Attention(nn.Module):
         self.to_kv = nn.Linear(context_dim or dim, 2 * dim, bias=False)  # K and V in one GEMM
         self.to_out = nn.Linear(dim, dim)
 
-    def forward(
-        self, x: torch.Tensor, context: torch.Tensor | None = None, mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """x (N, T, C), context (N, L, D), mask broadcastable to (N, heads, T, L), True = attend."""
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """x (N, T, C), context (N, L, D) -> (N, T, C)."""
         k, v = self.to_kv(x if context is None else context).chunk(2, dim=-1)
         q, k, v = (rearrange(a, "n t (h d) -> n h t d", h=self.num_heads) for a in (self.to_q(x), k, v))
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (N, heads, T, d)
+        out = F.scaled_dot_product_attention(q, k, v)  # (N, heads, T, d)
         return self.to_out(rearrange(out, "n h t d -> n t (h d)"))
 
 
@@ -50,11 +48,9 @@ class BasicTransformerBlock(nn.Module):
         self.ff_in = nn.Linear(dim, 8 * dim)  # GEGLU: value and gate, 4*dim each
         self.ff_out = nn.Linear(4 * dim, dim)
 
-    def forward(
-        self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         x = x + self.attn1(self.norm1(x))
-        x = x + self.attn2(self.norm2(x), context, mask)
+        x = x + self.attn2(self.norm2(x), context)
         value, gate = self.ff_in(self.norm3(x)).chunk(2, dim=-1)
         return x + self.ff_out(value * F.gelu(gate))
 
@@ -63,7 +59,7 @@ class SpatialTransformer(nn.Module):
     """The U-Net's attention block: x + proj_out(Block(proj_in(GroupNorm(x)), tau(y))), per image.
 
     The video model wraps every instance of this class with a temporal branch, so its forward signature
-    `(x, context, context_mask)` is part of the contract with video_unet.py.
+    `(x, context)` is part of the contract with video_unet.py.
     """
 
     def __init__(self, channels: int, num_heads: int, context_dim: int, groups: int):
@@ -75,11 +71,8 @@ class SpatialTransformer(nn.Module):
         nn.init.zeros_(self.proj_out.weight)  # LDM zero-init: the block starts as the identity
         nn.init.zeros_(self.proj_out.bias)
 
-    def forward(
-        self, x: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """x (N, C, H, W), context (N, L, D), context_mask (N, L) bool/0-1 (True = real token)."""
-        mask = None if context_mask is None else context_mask.bool()[:, None, None, :]  # (N, 1, 1, L)
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """x (N, C, H, W), context (N, L, D) -> (N, C, H, W)."""
         h = rearrange(self.proj_in(self.norm(x)), "n c h w -> n (h w) c")
-        h = rearrange(self.block(h, context, mask), "n (h w) c -> n c h w", h=x.shape[2])
+        h = rearrange(self.block(h, context), "n (h w) c -> n c h w", h=x.shape[2])
         return x + self.proj_out(h)

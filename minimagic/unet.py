@@ -134,16 +134,16 @@ class UNet2D(nn.Module):
         return self.time_embed(features.to(self.time_embed[0].weight.dtype))
 
     @staticmethod
-    def _run_layers(layers: nn.ModuleList, h, emb, context, context_mask) -> torch.Tensor:
+    def _run_layers(layers: nn.ModuleList, h, emb, context) -> torch.Tensor:
         """A ResBlock gets the embedding, a resampling nn.Sequential only h, and every other layer (a
-        SpatialTransformer, or a wrapper with its signature) gets (h, context, context_mask)."""
+        SpatialTransformer, or a wrapper with its signature) gets (h, context)."""
         for layer in layers:
             if isinstance(layer, ResBlock):
                 h = layer(h, emb)
             elif isinstance(layer, nn.Sequential):
                 h = layer(h)
             else:
-                h = layer(h, context, context_mask)
+                h = layer(h, context)
         return h
 
     def _run_block(self, layers: nn.ModuleList, *inputs) -> torch.Tensor:
@@ -152,9 +152,8 @@ class UNet2D(nn.Module):
             return checkpoint(self._run_layers, layers, *inputs, use_reentrant=False)
         return self._run_layers(layers, *inputs)
 
-    def forward_features(self, x: torch.Tensor, emb: torch.Tensor, context: torch.Tensor,
-                         context_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x (N, C, h, w), emb (N, E), context (N, L, D), context_mask (N, L) -> eps (N, C, h, w).
+    def forward_features(self, x: torch.Tensor, emb: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """x (N, C, h, w), emb (N, E), context (N, L, D) -> eps (N, C, h, w).
 
         N is the batch, or B*F frames folded into the batch by the video model."""
         c, N, factor = self.config, x.shape[0], 2 ** (len(self.config.channels) - 1)
@@ -165,22 +164,18 @@ class UNet2D(nn.Module):
             raise ValueError(f"emb must be ({N}, {c.time_embed_dim}), got {tuple(emb.shape)}")
         if context.ndim != 3 or context.shape[0] != N or context.shape[2] != c.context_dim:
             raise ValueError(f"context must be (B={N}, L, D={c.context_dim}), got {tuple(context.shape)}")
-        if context_mask is not None and (context_mask.shape != context.shape[:2] or not context_mask.any(1).all()):
-            raise ValueError(f"context_mask must be {tuple(context.shape[:2])} with a True in every row (an "
-                             f"all-False row gives NaN), got shape {tuple(context_mask.shape)}")
         h = self.conv_in(x)
         skips = [h]
         for layers in self.down:
-            h = self._run_block(layers, h, emb, context, context_mask)
+            h = self._run_block(layers, h, emb, context)
             skips.append(h)
-        h = self._run_block(self.mid, h, emb, context, context_mask)
+        h = self._run_block(self.mid, h, emb, context)
         for layers in self.up:
-            h = self._run_block(layers, torch.cat([h, skips.pop()], dim=1), emb, context, context_mask)
+            h = self._run_block(layers, torch.cat([h, skips.pop()], dim=1), emb, context)
         return self.conv_out(F.silu(self.norm_out(h)))
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
-                context_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x (B, C, h, w), t (B,), context (B, L, D), context_mask (B, L) bool/0-1 -> eps (B, C, h, w)."""
+    def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """x (B, C, h, w), t (B,), context (B, L, D) -> eps (B, C, h, w)."""
         if t.ndim != 1 or t.shape[0] != x.shape[0]:
             raise ValueError(f"t must be ({x.shape[0]},) to match the batch of x, got {tuple(t.shape)}")
-        return self.forward_features(x, self.embed_time(t), context, context_mask)
+        return self.forward_features(x, self.embed_time(t), context)

@@ -71,12 +71,10 @@ class SpatioTemporalBlock(nn.Module):
             spatial.norm.num_channels, config.unet.num_heads, config.num_frames, directed, config.frame_pos_embed
         )
 
-    def forward(
-        self, x: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """x (B*F, C, H, W) -> (B*F, C, H, W); the same signature as SpatialTransformer."""
         F = self.frame_context.num_frames
-        y = self.spatial(x, context, context_mask)  # (B*F, C, H, W)
+        y = self.spatial(x, context)  # (B*F, C, H, W)
         source = x if self.placement == "parallel" else y
         temporal = self.temporal(source.unflatten(0, (-1, F)), self.frame_context.cache)  # (B, F, C, H, W)
         z = y.unflatten(0, (-1, F)) + temporal  # (B, F, C, H, W)
@@ -128,12 +126,11 @@ class VideoUNet(nn.Module):
         x: torch.Tensor,
         t: torch.Tensor,
         context: torch.Tensor,
-        context_mask: torch.Tensor | None = None,
         fps: torch.Tensor | float | None = None,
         cache: TemporalKVCache | None = None,
         extend_cache: bool = False,
     ) -> torch.Tensor:
-        """x (B, F, c, h, w), t (B,) or per frame (B, F), context (B, L, D), context_mask (B, L) -> eps, x's shape.
+        """x (B, F, c, h, w), t (B,) or per frame (B, F), context (B, L, D) -> eps, x's shape.
 
         fps (a number or (B,)) is the frame rate v of the clip, required iff config.fps_conditioning.
         cache: a TemporalKVCache holding the P finished frames before x (directed attention only): x is then
@@ -158,14 +155,12 @@ class VideoUNet(nn.Module):
             emb_v = self.fps_embed(features.to(emb.dtype))  # (B, E)
             emb = emb + repeat(emb_v, "b e -> (b f) e", f=F)  # emb_v, added to the timestep embedding
         context = repeat(context, "b l d -> (b f) l d", f=F)  # every frame sees the same text
-        if context_mask is not None:
-            context_mask = repeat(context_mask, "b l -> (b f) l", f=F)
         if cache is not None:
             cache.extend = extend_cache
         # read by every AdaptedConv2d and SpatioTemporalBlock
         self.frame_context.num_frames, self.frame_context.first_frame, self.frame_context.cache = F, first, cache
         try:
-            eps = self.unet.forward_features(x.flatten(0, 1), emb, context, context_mask)  # (B*F, c, h, w)
+            eps = self.unet.forward_features(x.flatten(0, 1), emb, context)  # (B*F, c, h, w)
         finally:
             self.frame_context.first_frame, self.frame_context.cache = 0, None
         if cache is not None and extend_cache:

@@ -158,6 +158,7 @@ PATHS = [  # category: paths, checked before the work
     ([*VAE_TRAIN, "--run-dir", "{made}/a-file"], "is a file"),
     ([*VAE_TRAIN, "--out", "{made}/a-file"], "is a file: the checkpoint is a folder"),
     ([*VAE_TRAIN, "--out", "{made}/a-file/sub"], "a-file is a file, not a folder"),
+    ([*VAE_TRAIN, "--out", "{made}/run"], "holds other files, not a checkpoint to replace"),
     ([*VAE_TRAIN, "--resume", "{made}/no-such-run"], "nothing to resume"),
     ([*VAE_TRAIN, "--run-dir", "{made}/run"], "holds another run"),
     ([*VAE_TRAIN, "--resume", "{made}/run", "--batch-size", "4"], "cannot resume"),

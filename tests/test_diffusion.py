@@ -295,11 +295,9 @@ def cfg_setup():
     context, uncond = torch.randn(2, 5, 8, generator=generator), torch.randn(1, 5, 8, generator=generator)
     calls = []
 
-    def model(x, t, context, context_mask=None, fps=None):
+    def model(x, t, context, fps=None):
         calls.append(x.shape[0])
         out = x * context.mean(dim=(1, 2)).view(-1, 1, 1, 1, 1) + t.view(-1, 1, 1, 1, 1) / 100
-        if context_mask is not None:
-            out = out + context_mask.float().sum(1).view(-1, 1, 1, 1, 1)
         return out if fps is None else out * fps.view(-1, 1, 1, 1, 1)
 
     return model, x_t, t, context, uncond, calls
@@ -313,18 +311,13 @@ def test_guidance_scale_one_is_exactly_conditional_and_one_pass():
 
 def test_guidance_matches_two_separate_passes_in_one_batched_call():
     model, x_t, t, context, uncond, calls = cfg_setup()
-    mask, uncond_mask = torch.ones(2, 5, dtype=torch.bool), torch.tensor([[1, 1, 0, 0, 0]]).bool()
     fps = torch.tensor([2.0, 3.0])
-    out = classifier_free_guidance(
-        model, x_t, t, context, uncond, 7.5, uncond_mask, context_mask=mask, fps=fps
-    )
+    out = classifier_free_guidance(model, x_t, t, context, uncond, 7.5, fps=fps)
     assert calls == [4]
-    eps_cond = model(x_t, t, context, context_mask=mask, fps=fps)
-    eps_uncond = model(x_t, t, uncond.expand(2, -1, -1), context_mask=uncond_mask.expand(2, -1), fps=fps)
+    eps_cond = model(x_t, t, context, fps=fps)
+    eps_uncond = model(x_t, t, uncond.expand(2, -1, -1), fps=fps)
     torch.testing.assert_close(out, eps_uncond + 7.5 * (eps_cond - eps_uncond))
-    zero = classifier_free_guidance(
-        model, x_t, t, context, uncond, 0.0, uncond_mask, context_mask=mask, fps=fps
-    )
+    zero = classifier_free_guidance(model, x_t, t, context, uncond, 0.0, fps=fps)
     torch.testing.assert_close(zero, eps_uncond)  # s = 0 is the unconditional model
 
 
@@ -332,23 +325,16 @@ def test_guidance_rejects_mismatched_contexts():
     model, x_t, t, context, uncond, _ = cfg_setup()
     with pytest.raises(ValueError, match="uncond_context"):
         classifier_free_guidance(model, x_t, t, context, uncond[:, :3], 3.0)
-    with pytest.raises(ValueError, match="context_mask"):
-        classifier_free_guidance(model, x_t, t, context, uncond, 3.0, uncond_mask=torch.ones(1, 5))
 
 
-def test_drop_condition_probability_and_consistent_mask():
+def test_drop_condition_probability_and_seed():
     context, uncond = torch.randn(1000, 4, 8), torch.zeros(1, 4, 8)
     assert torch.equal(drop_condition(context, uncond, 0.0), context)
     assert torch.equal(drop_condition(context, uncond, 1.0), uncond.expand_as(context))
-    mask, uncond_mask = torch.ones(1000, 4, dtype=torch.bool), torch.tensor([[True, True, False, False]])
-    dropped, new_mask = drop_condition(
-        context, uncond, 0.3, torch.Generator().manual_seed(0), mask, uncond_mask
-    )
+    dropped = drop_condition(context, uncond, 0.3, torch.Generator().manual_seed(0))
     is_dropped = (dropped == 0).all(dim=(1, 2))  # (B,)
     assert 0.25 < is_dropped.float().mean() < 0.35
-    assert torch.equal(new_mask, torch.where(is_dropped[:, None], uncond_mask, mask))
     again = drop_condition(context, uncond, 0.3, torch.Generator().manual_seed(0))
     assert torch.equal(again, dropped)  # seeded
-    for bad in [{"p": 1.2}, {"p": 0.5, "mask": mask}]:
-        with pytest.raises(ValueError):
-            drop_condition(context, uncond, **bad)
+    with pytest.raises(ValueError):
+        drop_condition(context, uncond, p=1.2)

@@ -22,9 +22,6 @@ def test_tiny_forward_shapes():
     for size in (8, 16):
         x, t, context = tiny_inputs(size=size)
         assert unet(x, t, context).shape == x.shape
-    mask = torch.tensor([[1, 1, 0, 0, 0], [1, 1, 1, 1, 1]])
-    assert unet(x, t, context, mask).shape == x.shape
-    assert unet(x, t, context, mask.bool()).shape == x.shape
 
 
 def test_presets_and_toy_size():
@@ -75,28 +72,6 @@ def test_forward_errors():
         unet(x, t, context[:1])  # batch mismatch
     with pytest.raises(ValueError, match="t must be"):
         unet(x, t[:1], context)
-    with pytest.raises(ValueError, match="context_mask"):
-        unet(x, t, context, torch.ones(2, 4, dtype=torch.bool))
-    with pytest.raises(ValueError, match="context_mask"):
-        unet(x, t, context, torch.tensor([[1, 0, 0, 0, 0], [0, 0, 0, 0, 0]]))  # an empty row
-
-
-def test_context_mask_hides_padding_tokens():
-    torch.manual_seed(0)
-    unet = UNet2D(UNetConfig.preset("tiny"))
-    randomize_(unet)
-    x, t, context = tiny_inputs()
-    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]).bool()
-    changed = context.clone()
-    changed[0, 3:] += 5.0  # only padded tokens of sample 0
-    with torch.no_grad():
-        out, out_changed, out_nomask = (
-            unet(x, t, context, mask),
-            unet(x, t, changed, mask),
-            unet(x, t, changed),
-        )
-    torch.testing.assert_close(out, out_changed, atol=1e-5, rtol=0)
-    assert (out_nomask[0] - out[0]).abs().max() > 1e-4  # without the mask the padding does matter
 
 
 def test_spatial_transformers_are_one_class_and_convs_are_plain():

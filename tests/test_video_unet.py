@@ -25,18 +25,17 @@ def inputs(frames: int = 4, batch: int = 2, seed: int = 1):
     x = torch.randn(batch, frames, 4, 8, 8, generator=g)  # (B, F, c, h, w) latents
     t = torch.randint(0, 1000, (batch,), generator=g)
     context = torch.randn(batch, 5, 384, generator=g)
-    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]).bool()[:batch]
-    return x, t, context, mask
+    return x, t, context
 
 
 @pytest.mark.parametrize("placement", ["parallel", "sequential"])
 def test_identity_at_init_equals_the_image_model_frame_by_frame(placement):
     unet = random_unet2d()
     video = VideoUNet.from_unet2d(unet, 8, temporal_placement=placement)
-    x, t, context, mask = inputs()
+    x, t, context = inputs()
     with torch.no_grad():
-        out = video(x, t, context, mask, fps=torch.tensor([4.0, 12.0]))
-        per_frame = torch.stack([unet(x[:, i], t, context, mask) for i in range(x.shape[1])], dim=1)
+        out = video(x, t, context, fps=torch.tensor([4.0, 12.0]))
+        per_frame = torch.stack([unet(x[:, i], t, context) for i in range(x.shape[1])], dim=1)
     torch.testing.assert_close(out, per_frame, atol=1e-5, rtol=0)
     assert per_frame.abs().max() > 1e-2  # a real comparison, not 0 == 0
 
@@ -66,12 +65,12 @@ def test_from_unet2d_copies_the_image_model():
 def test_whole_model_is_causal_over_frames(options, causal):
     video = VideoUNet.from_unet2d(random_unet2d(), 8, **options)
     randomize_(video, seed=3, scale=0.2)  # temporal out-projections, FPS MLP and adaptors included
-    x, t, context, mask = inputs(frames=6)
+    x, t, context = inputs(frames=6)
     k = 3
     later = x.clone()
     later[:, k:] += torch.randn(later[:, k:].shape, generator=torch.Generator().manual_seed(7))
     with torch.no_grad():
-        diff = (video(x, t, context, mask, fps=8.0) - video(later, t, context, mask, fps=8.0)).abs()
+        diff = (video(x, t, context, fps=8.0) - video(later, t, context, fps=8.0)).abs()
     assert diff[:, k:].max() > 1e-3
     if causal:
         assert diff[:, :k].max() < 1e-5
@@ -82,13 +81,13 @@ def test_whole_model_is_causal_over_frames(options, causal):
 @pytest.mark.parametrize("frames", [1, 3, 8])
 def test_shapes_for_several_frame_counts(frames):
     video = VideoUNet(VideoUNetConfig.preset("tiny"))  # from scratch
-    x, t, context, _ = inputs(frames=frames)
+    x, t, context = inputs(frames=frames)
     assert video(x, t, context, fps=8.0).shape == x.shape
 
 
 def test_forward_errors():
     video = VideoUNet(VideoUNetConfig.preset("tiny"))
-    x, t, context, _ = inputs()
+    x, t, context = inputs()
     with pytest.raises(ValueError, match="1 <= F <= 8"):
         video(torch.randn(1, 9, 4, 8, 8), t[:1], context[:1], fps=8.0)
     with pytest.raises(ValueError, match="x must be"):
@@ -113,7 +112,7 @@ def test_forward_errors():
 def test_fps_reaches_the_model():
     video = VideoUNet(VideoUNetConfig.preset("tiny"))
     randomize_(video)
-    x, t, context, _ = inputs()
+    x, t, context = inputs()
     with torch.no_grad():
         assert (video(x, t, context, fps=4.0) - video(x, t, context, fps=24.0)).abs().max() > 1e-4
         torch.testing.assert_close(
@@ -143,7 +142,7 @@ def test_parameter_counts_add_up_and_freeze_2d_freezes_exactly_the_reused_weight
     video.freeze_2d()
     frozen = sum(p.numel() for p in video.parameters() if not p.requires_grad)
     assert frozen == counts["reused"]
-    x, t, context, _ = inputs()
+    x, t, context = inputs()
     video(x, t, context, fps=8.0).pow(2).mean().backward()
     groups = video.parameter_groups()
     assert all(p.grad is None for p in groups["reused"])
@@ -163,7 +162,7 @@ def test_ablation_switches():
         m for m in VideoUNet(VideoUNetConfig.preset("tiny")).modules() if isinstance(m, SpatioTemporalBlock)
     ]
     assert len(blocks) == 4  # every SpatialTransformer got a temporal branch
-    x, t, context, _ = inputs()
+    x, t, context = inputs()
     assert video(x, t, context).shape == x.shape
 
 
@@ -178,6 +177,6 @@ def test_config_dict_round_trip_rebuilds_the_same_model():
         and rebuilt.num_frames == 6
         and rebuilt.unet_config == video.unet_config
     )
-    x, t, context, mask = inputs()
+    x, t, context = inputs()
     with torch.no_grad():
-        torch.testing.assert_close(rebuilt(x, t, context, mask, fps=8.0), video(x, t, context, mask, fps=8.0))
+        torch.testing.assert_close(rebuilt(x, t, context, fps=8.0), video(x, t, context, fps=8.0))

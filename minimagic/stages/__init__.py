@@ -11,10 +11,12 @@ Each file holds one stage: a class following `train.Stage`, with an `Options` da
 `STAGES` below is the one list of them: the CLI's `train STAGE` and `evaluate` below read it. Adding a stage is
 one new file and one line here. From Python:
 
-    from minimagic.stages import get_stage
+    from minimagic.stages import get_stage            # or: from minimagic.stages import TextToVideoStage
+    from minimagic.train import TrainConfig, train
     Stage = get_stage("t2v")
-    stage = Stage(Stage.Options(preset="tiny", num_clips=64))
-    model = train(stage, TrainConfig(**{**Stage.defaults, "steps": 100}), "runs/my-t2v")   # minimagic.train
+    stage = Stage(num_clips=256)                      # = Stage(Stage.Options(num_clips=256)): from the shipped t2i
+    model = train(stage, TrainConfig(**{**Stage.defaults, "steps": 100}), "runs/my-t2v", overwrite=True)
+    stage.save(model, "runs/my-t2v/checkpoint", command="my notebook")   # a pipeline folder
 """
 
 import json
