@@ -75,7 +75,8 @@ class VideoVAEStage:
     `latent_noise` > 0, the decoder sees latents like a sampler's, which are off the encoder's by a residual
     error: eps ~ N(0, I) drawn anew for every frame, s ~ U(0, latent_noise) per clip. Noise that differs
     from frame to frame is what the temporal layers can average away by looking at earlier frames.
-    `init` is an image VAE (a new VideoVAE is built on it) or a VideoVAE, trained further."""
+    `init` is an image VAE (a new VideoVAE is built on it) or a VideoVAE, trained further. The defaults made
+    the shipped checkpoint (README): 600 steps at lr 2e-4 lowered flicker by only 10%."""
 
     name = "videovae"
     defaults = dict(steps=3000, batch_size=4, lr=2e-3, ema_decay=0.999, warmup=50, preview_every=500)
