@@ -53,3 +53,24 @@ def test_spurious_strokes_rejects_bad_input():
         spurious_strokes(torch.zeros(1, 2, 1, 8, 8), margin=-1)
     with pytest.raises(ValueError, match="boolean masks"):
         connected_blobs(torch.zeros(1, 8, 8))
+
+
+@torch.no_grad()
+def test_evaluate_videovae_scores_spurious_strokes_of_generated_clips(tmp_path):
+    from minimagic.evaluate import evaluate_videovae
+    from minimagic.pipeline import CHECKPOINTS, TextToVideoPipeline
+    from minimagic.text import TextEncoder
+    from minimagic.unet import UNet2D, UNetConfig
+    from minimagic.vae import VAE
+    from minimagic.video_unet import VideoUNet
+    from minimagic.videovae import VideoVAE
+
+    torch.manual_seed(0)
+    vae, text = VAE.from_pretrained(CHECKPOINTS / "vae-moving-digits"), TextEncoder()
+    VideoVAE.from_vae(vae).save_pretrained(tmp_path / "videovae", command="test")
+    unet = UNet2D(UNetConfig.preset("tiny", context_dim=text.dim))
+    TextToVideoPipeline(VideoUNet.from_unet2d(unet, 8), vae, text, image_size=64).save_pretrained(tmp_path / "t2v")
+    row = evaluate_videovae(tmp_path / "videovae", num_videos=2, steps=2, t2v=tmp_path / "t2v")
+    for name in ("vae", "videovae", "videovae_no_temporal", "videovae_single_frames"):
+        assert 0 <= row[f"generated_{name}_spurious_strokes"] <= 1
+    assert row["generated_vae_spurious_strokes"] == row["generated_videovae_spurious_strokes"]  # identical at init
