@@ -91,7 +91,7 @@ def test_save_load_round_trip(vae, tmp_path):
 
 
 def test_stage_latent_noise_differs_from_frame_to_frame(tmp_path):
-    stage = VAEStage("tiny")
+    stage = VAEStage(preset="tiny")
     stage.save(stage.model, tmp_path / "vae", command="test", num_frames=16)
     seen = []
     for latent_noise in (0.0, 0.5):

@@ -142,13 +142,18 @@ def check_temporal_residual(student: Callable) -> bool:
     trials = [{"latents": _randn(g, *shape), "seed": seed} for seed, shape in enumerate([(2, 4, 4, 4, 4),
                                                                                          (1, 3, 4, 2, 2)])]
 
-    def decode(branch: Callable):
+    def decode(branch: Callable):  # VideoVAE.decode_video's layers, with `branch` as its two temporal residuals
         def run(latents, seed):
             model, (B, num_frames) = _tiny_videovae(seed), latents.shape[:2]
+            decoder = model.vae.decoder
             z = rearrange(latents / model.config.vae.scale_factor, "b f c h w -> (b f) c h w")
             with torch.no_grad():
-                frames = model.vae.decoder(model.vae.post_quant_conv(z),
-                                           lambda name, h: branch(h, model.temporal[name], num_frames))
+                h = decoder.mid_block(decoder.conv_in(model.vae.post_quant_conv(z)))  # (B*F, C', h, w)
+                h = branch(h, model.temporal["mid"], num_frames)
+                for level in decoder.up_blocks:
+                    h = level(h)
+                h = branch(h, model.temporal["levels"], num_frames)  # (B*F, C0, H, W)
+                frames = decoder.conv_out(torch.nn.functional.silu(decoder.conv_norm_out(h)))
             return rearrange(frames, "(b f) c h w -> b f c h w", b=B)
         return run
 

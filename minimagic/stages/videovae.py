@@ -48,7 +48,9 @@ class VideoVAEStage(Stage):
         if options.latent_noise < 0:
             raise ValueError(f"latent_noise must be >= 0, got {options.latent_noise}")
         if checkpoint.load_meta(options.init).get("stage") == "videovae":
-            self.model = VideoVAE.from_pretrained(options.init).train()  # its architecture is fixed
+            if not options.directed:
+                raise ValueError(f"{options.init} is a VideoVAE: its architecture is fixed, drop ['directed']")
+            self.model = VideoVAE.from_pretrained(options.init).train()
         else:
             self.model = VideoVAE.from_vae(VAE.from_pretrained(options.init), directed=options.directed)
         self.temporal_weight, self.latent_noise = options.temporal_weight, options.latent_noise
