@@ -26,7 +26,9 @@ SD_V1_OPTIONS = {"use_linear_projection": False, "transformer_layers_per_block":
                  "freq_shift": 0, "act_fn": "silu", "time_embedding_type": "positional", "class_embed_type": None,
                  "addition_embed_type": None, "only_cross_attention": False, "resnet_time_scale_shift": "default",
                  "conv_in_kernel": 3, "conv_out_kernel": 3, "time_embedding_dim": None, "dual_cross_attention": False,
-                 "mid_block_type": "UNetMidBlock2DCrossAttn", "encoder_hid_dim": None, "center_input_sample": False}
+                 "mid_block_type": "UNetMidBlock2DCrossAttn", "encoder_hid_dim": None, "center_input_sample": False,
+                 "downsample_padding": 1, "mid_block_scale_factor": 1, "resnet_out_scale_factor": 1.0,
+                 "resnet_skip_time_act": False, "num_class_embeds": None}
 # one name segment of ours -> diffusers' (a SpatialTransformer's `block` is its transformer_blocks.0)
 SEGMENTS = {"emb_proj": "time_emb_proj", "skip": "conv_shortcut", "block": "transformer_blocks.0",
             "to_out": "to_out.0", "ff_in": "ff.net.0.proj", "ff_out": "ff.net.2"}

@@ -1,13 +1,17 @@
 """Stable Diffusion v1's U-Net in UNet2D: equal to diffusers' output, one-line errors, the t2i pipeline it makes."""
 
+import csv
 import importlib.util
 import json
+from functools import partialmethod
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+import minimagic.stage_data
+from minimagic.__main__ import main
 from minimagic.pipeline import TextToVideoPipeline
 from minimagic.sd_unet import load_sd_unet
 from minimagic.video_unet import VideoUNet
@@ -29,6 +33,14 @@ def sd_layout_unet(cross_attention_dim: int = 24):
     for p in model.parameters():
         p.data.normal_(0, 0.1)
     return model.eval()
+
+
+def convert_script():
+    """scripts/convert_sd.py as a module."""
+    spec = importlib.util.spec_from_file_location("convert_sd", Path(__file__).parents[1] / "scripts/convert_sd.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
 
 
 @pytest.fixture
@@ -99,9 +111,7 @@ def test_missing_folder_and_other_layouts_say_what_to_supply(tmp_path, sd_unet_f
 def test_convert_script_writes_a_t2i_pipeline_that_t2v_inflates(tmp_path, sd_vae_folder, clip_folder):
     """scripts/convert_sd.py: SD's U-Net + VAE + CLIP -> a t2i pipeline folder that loads and inflates."""
     sd_layout_unet(cross_attention_dim=768).save_pretrained(tmp_path / "sd" / "unet")  # beside sd/vae
-    spec = importlib.util.spec_from_file_location("convert_sd", Path(__file__).parents[1] / "scripts/convert_sd.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = convert_script()
     script.main(["--unet", str(tmp_path / "sd"), "--vae", str(sd_vae_folder), "--text-encoder", str(clip_folder),
                  "--out", str(tmp_path / "t2i"), "--image-size", "64"])
     pipe = TextToVideoPipeline.from_pretrained(tmp_path / "t2i")
@@ -117,3 +127,28 @@ def test_convert_script_writes_a_t2i_pipeline_that_t2v_inflates(tmp_path, sd_vae
     with pytest.raises(SystemExit):  # argparse's exit 2, with the one-line error on stderr
         script.main(["--unet", str(tmp_path / "sd"), "--vae", str(sd_vae_folder), "--text-encoder",
                      str(clip_folder), "--out", str(tmp_path / "bad"), "--image-size", "60"])
+
+
+def test_train_t2v_starts_from_the_converted_sd_pipeline(tmp_path, sd_vae_folder, clip_folder, ucf10_root,
+                                                         monkeypatch):
+    """The paper's recipe end to end: SD's U-Net + VAE + CLIP -> t2i pipeline -> `train t2v --init` (2 steps
+    on real clips, gradient checkpointing on) -> a t2v pipeline whose 2D weights started as SD's."""
+    monkeypatch.setattr(minimagic.stage_data, "CLIPS_PER_VIDEO", 1)  # encode 10 clips, not 40
+    monkeypatch.setattr(TextToVideoPipeline, "__call__",  # previews with 2 steps
+                        partialmethod(TextToVideoPipeline.__call__, num_inference_steps=2))
+    sd_layout_unet(cross_attention_dim=768).save_pretrained(tmp_path / "sd" / "unet")
+    convert_script().main(["--unet", str(tmp_path / "sd"), "--vae", str(sd_vae_folder), "--text-encoder",
+                           str(clip_folder), "--out", str(tmp_path / "t2i"), "--image-size", "64"])
+    main(["train", "t2v", "--preset", "base", "--init", str(tmp_path / "t2i"), "--data", "ucf10", "--data-root",
+          str(ucf10_root), "--steps", "2", "--batch-size", "2", "--log-every", "1", "--device", "cpu",
+          "--run-dir", str(tmp_path / "run")])
+    with open(tmp_path / "run" / "log.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert len(rows) == 2 and all(0 < float(row["loss"]) < 10 for row in rows)
+    t2v = TextToVideoPipeline.from_pretrained(tmp_path / "run" / "checkpoint")
+    assert t2v.is_video and t2v.text_encoder.dim == 768 and t2v.unet.unet_config.gradient_checkpointing
+    sd, trained = load_sd_unet(tmp_path / "sd").state_dict(), t2v.unet.unet.state_dict()
+    common = [name for name in sd if name in trained]  # not renamed by inflation: norms, linears of ResBlocks
+    assert len(common) > 100
+    moved = [name for name in common if not torch.allclose(trained[name], sd[name], atol=0.05)]
+    assert len(moved) < len(common) / 10  # two small steps from SD's weights, not a fresh network
