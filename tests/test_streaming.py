@@ -9,6 +9,7 @@ from torchvision.utils import save_image
 
 from minimagic.__main__ import main
 from minimagic.diffusion import GaussianDiffusion
+from minimagic.exercises.streaming import check_streaming_mask, streaming_mask
 from minimagic.pipeline import TextToVideoPipeline
 from minimagic.streaming import continuation_loss, stream_latents
 from minimagic.temporal_attention import TemporalKVCache
@@ -216,3 +217,22 @@ def test_bench_quick_mode_fills_every_field(tmp_path):
     for row in results["quality"].values():
         assert len(row["digit_accuracy_per_frame"]) == 8 and len(row["direction_accuracy_per_window"]) == 1
     assert len(results["image_to_video"]) == 2 and "| bidirectional |" in (tmp_path / "r.md").read_text()
+
+
+def test_streaming_mask_exercise_passes_the_reference_and_rejects_wrong_masks(capsys):
+    assert check_streaming_mask(streaming_mask)
+    assert capsys.readouterr().out.strip() == "streaming_mask: passed"
+    top_left = lambda P, F: torch.ones(F, P + F, dtype=torch.bool).tril()  # noqa: E731
+    assert not check_streaming_mask(top_left)
+    assert "not shifted by the cache" in capsys.readouterr().out
+    off_by_one = lambda P, F: torch.ones(F, P + F, dtype=torch.bool).tril(P - 1)  # noqa: E731
+    assert not check_streaming_mask(off_by_one)
+    assert "expected True" in capsys.readouterr().out
+    assert not check_streaming_mask(lambda P, F: torch.ones(F, F, dtype=torch.bool).tril())
+    assert "expected a" in capsys.readouterr().out
+
+    def stub(num_cached, num_new):
+        raise NotImplementedError
+
+    assert not check_streaming_mask(stub)
+    assert capsys.readouterr().out.strip() == "streaming_mask: not attempted yet"
