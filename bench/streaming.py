@@ -147,15 +147,21 @@ def tiny_pipelines() -> tuple[TextToVideoPipeline, TextToVideoPipeline]:
 def markdown(results: dict) -> str:
     lengths = [k.removeprefix("frames_").removesuffix("_s") for k in results["latency"]["bidirectional"]
                if k.startswith("frames_")]
-    lines = ["# Streaming with directed attention (bench/streaming.py)", "", f"`{results['meta']['command']}`", "",
-             "## Latency (one prompt, seconds)", "",
+    meta = results["meta"]
+    lines = ["# Streaming with directed attention (bench/streaming.py)", "", f"`{meta['command']}`", "",
+             f"Seed {meta['seed']} (held-out prompts, digits and noise), guidance {meta['guidance']}, "
+             f"{meta['threads']} CPU thread(s). Directed models stream frame by frame with the KV cache; bidirectional "
+             f"ones sample their first window jointly, then {meta['bidirectional_block']} frame(s) at a time after "
+             "the last finished frames of the window.", "",
+             f"## Latency (one prompt, {meta['latency_steps']} DDIM steps per frame, seconds)", "",
              "| mode | first frame | " + " | ".join(f"{n} frames" for n in lengths) + " | per new frame |",
              "|---|---|" + "---|" * len(lengths) + "---|"]
     for name, row in results["latency"].items():
         if name != "ratios":
             frames = " | ".join(str(v) for k, v in row.items() if k.startswith("frames_"))
             lines.append(f"| {name} | {row['first_frame_s']} | {frames} | {row['per_new_frame_s']} |")
-    lines += ["", f"Ratios: `{json.dumps(results['latency']['ratios'])}`", "", "## Quality of streamed clips", "",
+    lines += ["", f"Ratios: `{json.dumps(results['latency']['ratios'])}`", "",
+              f"## Quality of streamed clips ({meta['clips']} clips per model, {meta['steps']} DDIM steps)", "",
               "| model | digit acc. | per window | direction per window | same digit in all frames |",
               "|---|---|---|---|---|"]
     for name, row in results["quality"].items():
@@ -202,8 +208,9 @@ def main(argv: list[str] | None = None) -> dict:
     bidirectional = [n for n in names if n.startswith("bidirectional")]
     classifier = DigitClassifier.from_pretrained()
     command = "python bench/streaming.py " + shlex.join(sys.argv[1:] if argv is None else argv)
-    results = {"meta": {"command": command, "quick": args.quick, "steps": args.steps,
-                        "latency_steps": args.latency_steps, "guidance": args.guidance, "seed": args.seed},
+    results = {"meta": {"command": command, "quick": args.quick, "steps": args.steps, "clips": args.clips,
+                        "latency_steps": args.latency_steps, "guidance": args.guidance, "seed": args.seed,
+                        "bidirectional_block": args.bidirectional_block, "threads": torch.get_num_threads()},
                "latency": latency(pipes[directed[0]], pipes[bidirectional[0]], args.lengths, args.latency_steps,
                                   args.guidance)}
     results["quality"] = {name: quality(pipes[name], classifier, args.clips, args.frames, args.steps, args.guidance,
