@@ -8,6 +8,7 @@ import torch
 from torchvision.utils import save_image
 
 from minimagic.__main__ import main
+from minimagic.data import DATA_DIR
 from minimagic.diffusion import GaussianDiffusion
 from minimagic.exercises.streaming import check_streaming_mask, streaming_mask
 from minimagic.pipeline import TextToVideoPipeline
@@ -260,3 +261,10 @@ def test_continuation_stage_trains_saves_and_the_saved_model_streams(tiny_pipeli
     assert video.shape == (1, 9, 1, 64, 64)
     with pytest.raises(ValueError, match="temporal_attention must be 'directed' or 'bidirectional'"):
         ContinuationStage(preset="tiny", init=tmp_path / "t2v", num_clips=4, temporal_attention="none")
+
+
+def test_the_shipped_continuation_model_streams_past_its_window():
+    pipe = TextToVideoPipeline.from_pretrained(DATA_DIR / "checkpoints" / "continuation-moving-digits")
+    assert pipe.unet.config.temporal_attention == "directed" and pipe.unet.num_frames == 8
+    video = pipe(PROMPTS[:1], num_frames=10, num_inference_steps=2, guidance_scale=1.0)
+    assert video.shape == (1, 10, 1, 64, 64) and video.std() > 0.1
