@@ -10,12 +10,13 @@
              window), the same digit in all 32 frames; for each continuation model (directed, bidirectional,
              each training seed). Directed models stream frame by frame with the cache; bidirectional ones make
              their first window jointly, then `--bidirectional-block` frames at a time.
-3. i2v       image-to-video from held-out test digits (MovingDigits test split, seed 1): frame 0 of a real clip is
-             the given frame; digit accuracy of the generated frames and PSNR of the digit (a 28x28 crop at the
-             centroid) against the given digit and, as a reference, against another test digit of the same class.
+3. i2v       image-to-video with the first directed model from held-out test digits (MovingDigits test split,
+             seed 1): frame 0 of a real clip is the given frame; digit accuracy of the generated frames and PSNR
+             of the digit (a 28x28 crop at the centroid) against the given digit and, as a reference, against
+             another test digit of the same class.
 
     python bench/streaming.py --directed D1 D2 --bidirectional B1 B2 --out docs/results/streaming.json \
-        --md docs/results/streaming.md     # CPU, 1 thread: ~30 min
+        --md docs/results/streaming.md --latency-steps 5     # CPU, 1 thread: ~25 min
     python bench/streaming.py --quick      # tiny random models, seconds
 """
 
@@ -146,15 +147,21 @@ def tiny_pipelines() -> tuple[TextToVideoPipeline, TextToVideoPipeline]:
 def markdown(results: dict) -> str:
     lengths = [k.removeprefix("frames_").removesuffix("_s") for k in results["latency"]["bidirectional"]
                if k.startswith("frames_")]
-    lines = ["# Streaming with directed attention (bench/streaming.py)", "", f"`{results['meta']['command']}`", "",
-             "## Latency (one prompt, seconds)", "",
+    meta = results["meta"]
+    lines = ["# Streaming with directed attention (bench/streaming.py)", "", f"`{meta['command']}`", "",
+             f"Seed {meta['seed']} (held-out prompts, digits and noise), guidance {meta['guidance']}, "
+             f"{meta['threads']} CPU thread(s). Directed models stream frame by frame with the KV cache; bidirectional "
+             f"ones sample their first window jointly, then {meta['bidirectional_block']} frame(s) at a time after "
+             "the last finished frames of the window.", "",
+             f"## Latency (one prompt, {meta['latency_steps']} DDIM steps per frame, seconds)", "",
              "| mode | first frame | " + " | ".join(f"{n} frames" for n in lengths) + " | per new frame |",
              "|---|---|" + "---|" * len(lengths) + "---|"]
     for name, row in results["latency"].items():
         if name != "ratios":
             frames = " | ".join(str(v) for k, v in row.items() if k.startswith("frames_"))
             lines.append(f"| {name} | {row['first_frame_s']} | {frames} | {row['per_new_frame_s']} |")
-    lines += ["", f"Ratios: `{json.dumps(results['latency']['ratios'])}`", "", "## Quality of streamed clips", "",
+    lines += ["", f"Ratios: `{json.dumps(results['latency']['ratios'])}`", "",
+              f"## Quality of streamed clips ({meta['clips']} clips per model, {meta['steps']} DDIM steps)", "",
               "| model | digit acc. | per window | direction per window | same digit in all frames |",
               "|---|---|---|---|---|"]
     for name, row in results["quality"].items():
@@ -201,17 +208,16 @@ def main(argv: list[str] | None = None) -> dict:
     bidirectional = [n for n in names if n.startswith("bidirectional")]
     classifier = DigitClassifier.from_pretrained()
     command = "python bench/streaming.py " + shlex.join(sys.argv[1:] if argv is None else argv)
-    results = {"meta": {"command": command, "quick": args.quick, "steps": args.steps,
-                        "latency_steps": args.latency_steps, "guidance": args.guidance, "seed": args.seed},
+    results = {"meta": {"command": command, "quick": args.quick, "steps": args.steps, "clips": args.clips,
+                        "latency_steps": args.latency_steps, "guidance": args.guidance, "seed": args.seed,
+                        "bidirectional_block": args.bidirectional_block, "threads": torch.get_num_threads()},
                "latency": latency(pipes[directed[0]], pipes[bidirectional[0]], args.lengths, args.latency_steps,
                                   args.guidance)}
     results["quality"] = {name: quality(pipes[name], classifier, args.clips, args.frames, args.steps, args.guidance,
                                         args.seed, 1 if name in directed else args.bidirectional_block)
                           for name in names}
-    results["image_to_video"] = {name: image_to_video(pipes[name], classifier, args.clips, args.i2v_frames,
-                                                      args.steps, args.guidance, args.seed,
-                                                      1 if name in directed else args.bidirectional_block)
-                                 for name in (directed[0], bidirectional[0])}
+    results["image_to_video"] = {directed[0]: image_to_video(pipes[directed[0]], classifier, args.clips,
+                                                             args.i2v_frames, args.steps, args.guidance, args.seed, 1)}
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     if args.md:

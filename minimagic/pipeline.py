@@ -97,8 +97,10 @@ class TextToVideoPipeline:
                  first_frame: torch.Tensor | None = None, sampler: str = "ddim") -> torch.Tensor:
         """Videos (B, F, C, H, W) in [-1, 1] (or their latents (B, F, c, h, w)) for B prompts; F defaults
         to the frames the model was trained on. Longer clips, and clips from a given `first_frame` (C, H, W)
-        in [-1, 1] (image-to-video), are streamed frame after frame (streaming.py). `decoder`: "vae" (frame
-        by frame), "videovae", or "auto" (the VideoVAE when the pipeline has one and the clip fits it).
+        in [-1, 1] (image-to-video), are streamed frame after frame in a sliding window (streaming.py): with
+        the KV cache for a directed model; a bidirectional one recomputes its window for every new frame (a
+        fallback that needs continuation training). `decoder`: "vae" (frame by frame), "videovae", or "auto"
+        (the VideoVAE when the pipeline has one and the clip fits it).
         `interpolate=k` fills k frames into every gap between the F keyframes: F + (F - 1) k frames.
         `sampler`: "ddim" or "dpm++2m" (DPM-Solver++); streamed clips are sampled with DDIM."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)

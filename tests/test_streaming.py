@@ -8,11 +8,15 @@ import torch
 from torchvision.utils import save_image
 
 from minimagic.__main__ import main
+from minimagic.data import DATA_DIR
 from minimagic.diffusion import GaussianDiffusion
+from minimagic.exercises.streaming import check_streaming_mask, streaming_mask
 from minimagic.pipeline import TextToVideoPipeline
+from minimagic.stages_continuation import ContinuationStage
 from minimagic.streaming import continuation_loss, stream_latents
 from minimagic.temporal_attention import TemporalKVCache
 from minimagic.text import TextEncoder
+from minimagic.train import TrainConfig, train
 from minimagic.unet import UNet2D, UNetConfig
 from minimagic.vae import VAE, VAEConfig
 from minimagic.video import read_video
@@ -215,4 +219,52 @@ def test_bench_quick_mode_fills_every_field(tmp_path):
     assert all(row["first_frame_s"] > 0 for name, row in results["latency"].items() if name != "ratios")
     for row in results["quality"].values():
         assert len(row["digit_accuracy_per_frame"]) == 8 and len(row["direction_accuracy_per_window"]) == 1
-    assert len(results["image_to_video"]) == 2 and "| bidirectional |" in (tmp_path / "r.md").read_text()
+    assert list(results["image_to_video"]) == ["directed (tiny)"]
+    assert "| bidirectional |" in (tmp_path / "r.md").read_text()
+
+
+def test_streaming_mask_exercise_passes_the_reference_and_rejects_wrong_masks(capsys):
+    assert check_streaming_mask(streaming_mask)
+    assert capsys.readouterr().out.strip() == "streaming_mask: passed"
+    top_left = lambda P, F: torch.ones(F, P + F, dtype=torch.bool).tril()  # noqa: E731
+    assert not check_streaming_mask(top_left)
+    assert "not shifted by the cache" in capsys.readouterr().out
+    off_by_one = lambda P, F: torch.ones(F, P + F, dtype=torch.bool).tril(P - 1)  # noqa: E731
+    assert not check_streaming_mask(off_by_one)
+    assert "expected True" in capsys.readouterr().out
+    assert not check_streaming_mask(lambda P, F: torch.ones(F, F, dtype=torch.bool).tril())
+    assert "expected a" in capsys.readouterr().out
+
+    def stub(num_cached, num_new):
+        raise NotImplementedError
+
+    assert not check_streaming_mask(stub)
+    assert capsys.readouterr().out.strip() == "streaming_mask: not attempted yet"
+
+
+def test_continuation_stage_trains_saves_and_the_saved_model_streams(tiny_pipeline, tmp_path, monkeypatch):
+    monkeypatch.setattr("minimagic.stages_continuation.PREVIEW_STEPS", 1)
+    monkeypatch.setattr("minimagic.stages_continuation.PREVIEW_FRAMES", 9)
+    unet = tiny_video_unet(num_frames=8)  # the training clips have 8 frames
+    tiny_t2v = TextToVideoPipeline(unet, tiny_pipeline.vae, tiny_pipeline.text_encoder, image_size=64)
+    tiny_t2v.save_pretrained(tmp_path / "t2v", command="test")
+    stage = ContinuationStage(preset="tiny", init=tmp_path / "t2v", num_clips=4, temporal_attention="bidirectional")
+    assert stage.model.config.temporal_attention == "bidirectional"
+    for name, value in unet.state_dict().items():  # the t2v weights, under another mask
+        torch.testing.assert_close(stage.model.state_dict()[name], value, atol=1e-3 * value.abs().max() + 1e-6, rtol=0)
+    model = train(stage, TrainConfig(steps=2, batch_size=2, warmup=1, log_every=1, preview_every=2), tmp_path / "run")
+    stage.save(model, tmp_path / "out", command="test")
+    loaded = TextToVideoPipeline.from_pretrained(tmp_path / "out")
+    assert loaded.unet.config.temporal_attention == "bidirectional"
+    assert (tmp_path / "run" / "preview_000002.png").is_file()
+    video = loaded(PROMPTS[:1], num_frames=9, num_inference_steps=1)  # past its 8 frames: the sliding window
+    assert video.shape == (1, 9, 1, 64, 64)
+    with pytest.raises(ValueError, match="temporal_attention must be 'directed' or 'bidirectional'"):
+        ContinuationStage(preset="tiny", init=tmp_path / "t2v", num_clips=4, temporal_attention="none")
+
+
+def test_the_shipped_continuation_model_streams_past_its_window():
+    pipe = TextToVideoPipeline.from_pretrained(DATA_DIR / "checkpoints" / "continuation-moving-digits")
+    assert pipe.unet.config.temporal_attention == "directed" and pipe.unet.num_frames == 8
+    video = pipe(PROMPTS[:1], num_frames=10, num_inference_steps=2, guidance_scale=1.0)
+    assert video.shape == (1, 10, 1, 64, 64) and video.isfinite().all()
