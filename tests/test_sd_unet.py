@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import minimagic.stage_data
+import minimagic.clips
 from minimagic.__main__ import main
 from minimagic.pipeline import TextToVideoPipeline
 from minimagic.sd_unet import load_sd_unet
@@ -133,7 +133,7 @@ def test_train_t2v_starts_from_the_converted_sd_pipeline(tmp_path, sd_vae_folder
                                                          monkeypatch):
     """The paper's recipe end to end: SD's U-Net + VAE + CLIP -> t2i pipeline -> `train t2v --init` (2 steps
     on real clips, gradient checkpointing on) -> a t2v pipeline whose 2D weights started as SD's."""
-    monkeypatch.setattr(minimagic.stage_data, "CLIPS_PER_VIDEO", 1)  # encode 10 clips, not 40
+    monkeypatch.setattr(minimagic.clips, "CLIPS_PER_VIDEO", 1)  # encode 10 clips, not 40
     monkeypatch.setattr(TextToVideoPipeline, "__call__",  # previews with 2 steps
                         partialmethod(TextToVideoPipeline.__call__, num_inference_steps=2))
     sd_layout_unet(cross_attention_dim=768).save_pretrained(tmp_path / "sd" / "unet")

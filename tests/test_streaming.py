@@ -12,7 +12,7 @@ from minimagic.data import DATA_DIR
 from minimagic.diffusion import GaussianDiffusion
 from minimagic.exercises.streaming import check_streaming_mask, streaming_mask
 from minimagic.pipeline import TextToVideoPipeline
-from minimagic.stages_continuation import ContinuationStage
+from minimagic.stages import ContinuationStage
 from minimagic.streaming import continuation_loss, stream_latents
 from minimagic.temporal_attention import TemporalKVCache
 from minimagic.text import TextEncoder
@@ -243,12 +243,12 @@ def test_streaming_mask_exercise_passes_the_reference_and_rejects_wrong_masks(ca
 
 
 def test_continuation_stage_trains_saves_and_the_saved_model_streams(tiny_pipeline, tmp_path, monkeypatch):
-    monkeypatch.setattr("minimagic.stages_continuation.PREVIEW_STEPS", 1)
-    monkeypatch.setattr("minimagic.stages_continuation.PREVIEW_FRAMES", 9)
+    monkeypatch.setattr("minimagic.stages.continuation.PREVIEW_STEPS", 1)
+    monkeypatch.setattr("minimagic.stages.continuation.PREVIEW_FRAMES", 9)
     unet = tiny_video_unet(num_frames=8)  # the training clips have 8 frames
     tiny_t2v = TextToVideoPipeline(unet, tiny_pipeline.vae, tiny_pipeline.text_encoder, image_size=64)
     tiny_t2v.save_pretrained(tmp_path / "t2v", command="test")
-    stage = ContinuationStage(preset="tiny", init=tmp_path / "t2v", num_clips=4, temporal_attention="bidirectional")
+    stage = ContinuationStage(init=tmp_path / "t2v", num_clips=4, temporal_attention="bidirectional")
     assert stage.model.config.temporal_attention == "bidirectional"
     for name, value in unet.state_dict().items():  # the t2v weights, under another mask
         torch.testing.assert_close(stage.model.state_dict()[name], value, atol=1e-3 * value.abs().max() + 1e-6, rtol=0)
@@ -260,7 +260,7 @@ def test_continuation_stage_trains_saves_and_the_saved_model_streams(tiny_pipeli
     video = loaded(PROMPTS[:1], num_frames=9, num_inference_steps=1)  # past its 8 frames: the sliding window
     assert video.shape == (1, 9, 1, 64, 64)
     with pytest.raises(ValueError, match="temporal_attention must be 'directed' or 'bidirectional'"):
-        ContinuationStage(preset="tiny", init=tmp_path / "t2v", num_clips=4, temporal_attention="none")
+        ContinuationStage(init=tmp_path / "t2v", num_clips=4, temporal_attention="none")
 
 
 def test_the_shipped_continuation_model_streams_past_its_window():
