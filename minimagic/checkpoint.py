@@ -191,8 +191,8 @@ def load_weights(model: torch.nn.Module, directory: str | Path) -> torch.nn.Modu
 
 def fingerprint(model: torch.nn.Module) -> str:
     """A short hash of a model's weights, so caches made with other weights are never reused."""
-    digest = hashlib.sha1()
+    hasher = hashlib.sha1()
     for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:12]
+        hasher.update(name.encode())
+        hasher.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return hasher.hexdigest()[:12]

@@ -92,7 +92,7 @@ def fails_in_one_line(argv: list[str], message: str, capsys, *roots: Path) -> No
     assert err.startswith("error:") and all("it/s]" in line for line in lines[:-1]), lines
     assert "Traceback" not in "".join(lines) and message in err, err
     after = files(*roots)
-    assert all(after.get(path) == digest for path, digest in before.items()), "a file that existed changed"
+    assert all(after.get(path) == sha for path, sha in before.items()), "a file that existed changed"
 
 
 FLAGS = [  # category: bad flags and numbers, refused before any model loads

@@ -2,7 +2,7 @@
 
 Three scanners, each a function of a repository root, so the tests below can also run them on a small bad
 tree and see them fail:
-- `outside_citations`: no citation of a document that is not in the repository (an implementer's digest,
+- `outside_citations`: no citation of a document that is not in the repository (a summary written for implementers,
   a shared folder outside the repo, an issue or an issue tracker);
 - `missing_paper_sections`: every `docs/paper.md §N` (and every bare `§N` outside the notebooks, which cites
   the same notes) names a heading of docs/paper.md, and every `§9 #K` a row of its §9 table;
