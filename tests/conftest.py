@@ -75,3 +75,17 @@ def clip_folder(tmp_path: Path) -> Path:
     torch.manual_seed(0)
     CLIPTextModel(config).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def load_script():
+    """Import a script of the repo (bench/x.py, scripts/x.py) as a module: `load_script("bench/ablations.py")`."""
+
+    def load(relative: str):
+        path = Path(__file__).resolve().parents[1] / relative
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

@@ -1,20 +1,13 @@
 """bench/ablations.py on tiny settings: every variant's numbers land in the JSON and the table, runs resume."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "ablations.py"
-
 
 @pytest.fixture(scope="module")
-def ablations():
-    spec = importlib.util.spec_from_file_location("ablations", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def ablations(load_script):
+    return load_script("bench/ablations.py")
 
 
 def test_two_variants_two_seeds_write_json_markdown_and_plot(ablations, tmp_path, capsys):

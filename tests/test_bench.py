@@ -1,20 +1,13 @@
 """bench/efficiency.py: its FLOP counter sees attention, fake and real tensors agree, --quick fills every field."""
 
-import importlib.util
-from pathlib import Path
 
 import pytest
 import torch
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "efficiency.py"
-
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("efficiency", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(load_script):
+    return load_script("bench/efficiency.py")
 
 
 def test_flop_counter_counts_every_kind_of_attention(bench):

@@ -1,21 +1,15 @@
 """bench/gpu_memory.py: its saved-tensor count sees checkpointing, attention stays linear, the batch arithmetic."""
 
-import importlib.util
-from pathlib import Path
 
 import pytest
 import torch
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "gpu_memory.py"
 LATENT = (4, 16, 16)
 
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("gpu_memory", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(load_script):
+    return load_script("bench/gpu_memory.py")
 
 
 def test_checkpointed_model_saves_only_what_lies_outside_its_blocks(bench):
