@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from minimagic import checkpoint
+from minimagic import checkpoint, compilation
 from minimagic.diffusion import DiffusionConfig, GaussianDiffusion
 from minimagic.guidance import classifier_free_guidance
 from minimagic.interpolation import FrameInterpolator
@@ -86,6 +86,11 @@ class TextToVideoPipeline:
         for part in (self.unet, self.vae, self.text_encoder, self.diffusion, self.videovae, self.interpolator):
             if part is not None:
                 part.to(device)
+        return self
+
+    def compile(self) -> "TextToVideoPipeline":
+        """torch.compile the denoiser in place (compilation.py): the first call of each shape compiles."""
+        compilation.compile_in_place(self.unet)
         return self
 
     @checked_batches

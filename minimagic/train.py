@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from minimagic import allocator, distributed
+from minimagic import allocator, compilation, distributed
 from minimagic.device import pick_device, pick_precision
 from minimagic.train_state import (
     claim_run_folder,
@@ -81,6 +81,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"  # "fp32", "bf16" or "fp16"; auto = bf16 on CUDA, fp32 elsewhere
+    compile: bool = False  # torch.compile the loss and its backward (compilation.py; off: eager)
 
     def __post_init__(self):
         for f in fields(self):
@@ -138,6 +139,7 @@ def _train(stage: Stage, cfg: TrainConfig, run_dir: Path, save, resume: bool, de
     generator = torch.Generator().manual_seed(cfg.seed)
     model = stage.model.to(device).train()
     loss_fn = distributed.wrap(stage, model, device)  # stage.loss(model, ...), gradients synced under torchrun
+    loss_fn = compilation.compiled_loss(loss_fn) if cfg.compile else loss_fn
     ema = copy.deepcopy(model).eval().requires_grad_(False) if cfg.ema_decay else None
     optimizer = torch.optim.AdamW(stage.param_groups(model, cfg.lr), lr=cfg.lr, weight_decay=cfg.weight_decay)
     params = [p for group in optimizer.param_groups for p in group["params"]]

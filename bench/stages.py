@@ -1,0 +1,376 @@
+"""Every stage's step at steady state, with each speed lever off and on, against the machine's matmul peak.
+
+    PYTHONPATH=. python bench/stages.py --out docs/stages.json      # every stage, 2 threads: ~40 min on 2 cores
+    PYTHONPATH=. python bench/stages.py --quick                     # tiny configs, one process, seconds
+    PYTHONPATH=. python bench/stages.py --chain docs/stages.json    # the toy chain's time from those rates
+
+Stages: latent encoding (64 Moving-digit clips per step through the shipped VAE, as `encode_clips` does), the
+training step of vae, t2i, t2v, videovae, interp, continuation (and any later stage in `STAGES`) at its recipe's
+batch size (`stage.batch`, `stage.loss`, backward, clipping, AdamW and the EMA, as train.py does), and the
+sampler's denoiser (one classifier-free-guided call of the shipped t2v U-Net, as `generate` makes 25 of).
+Levers, each measured against eager mode with the others at their defaults:
+
+- allocator: minimagic/allocator.py. It is set once per process, so each stage runs in two worker processes,
+  allocator on and off, one after the other in alternating order;
+- compile: minimagic/compilation.py (inductor, static shapes). The first steps compile: their excess over the
+  steady-state step is reported as the compile time, apart from the steady-state rate;
+- channels-last: weights and inputs in torch.channels_last memory format.
+
+Inside the allocator-on worker, eager, compiled and channels-last copies of the model take turns step by step
+(in reversed order every other round), so load from other processes hits them alike. FLOPs per step are
+counted by torch.utils.flop_counter on one eager step (matmuls, convolutions, attention; not the
+elementwise work). The fp32 matmul peak is measured with the same threads at the start and the end of the
+run; the machine's load average is recorded with every worker.
+"""
+
+import argparse
+import copy
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import efficiency  # noqa: E402  (registers the CPU attention kernels' FLOP formulas)
+
+from minimagic import allocator, compilation  # noqa: E402
+from minimagic.distributed import StageLoss  # noqa: E402
+from minimagic.train import ema_update  # noqa: E402
+
+LEVERS = ("eager", "compile", "channels_last")
+QUICK_LEVERS = ("eager", "channels_last")  # --quick: compiling takes minutes (tests/test_compile.py checks it)
+RECIPES = {  # the shipped checkpoints' recorded runs (docs/training.md): steps and batch size of each stage
+    "vae": (800, 32), "t2i": (4000, 32), "t2v": (9250, 8), "videovae": (3000, 4), "interp": (13500, 8),
+}
+CHAIN_CLIPS = 6000  # clips the first diffusion stage encodes (t2i, t2v and videovae share the cache)
+ENCODE_BATCH = 64  # clips per encoding step, encode_clips's batch
+
+
+def load_average() -> float:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+
+def matmul_peak(threads: int, size: int = 1024, repeats: int = 10) -> float:
+    """GFLOP/s of the best of `repeats` fp32 (size x size) @ (size x size) products on `threads` threads."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    best = min(timed(lambda: a @ b) for _ in range(repeats))
+    torch.set_num_threads(previous)
+    return 2 * size**3 / best / 1e9
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+# ----------------------------------------------------------------------------------------------- the stages
+def build(name: str, quick: bool):
+    """(what a step runs on, steps of work per call, the unit) for the stage `name`; see `make_step`."""
+    from minimagic.stages import get_stage
+
+    small = {"num_clips": 4} if quick else {"num_clips": 64}  # the step does not depend on the clips' number
+    options = {
+        "vae": {"preset": "tiny"} if quick else {},
+        "t2i": {"preset": "tiny", **small} if quick else small,
+        "t2v": {"preset": "tiny", "init": None, **small} if quick else small,
+        "videovae": small,
+        "interp": {"preset": "tiny", "init": None} if quick else {},
+        "continuation": small,
+    }.get(name, {})
+    Stage = get_stage(name)
+    batch_size = 1 if quick else RECIPES.get(name, (0, Stage.defaults.get("batch_size", 32)))[1]
+    return Stage(**options), batch_size
+
+
+def training_step(stage, batch_size: int, lever: str, ema_decay: float):
+    """One training step of a fresh copy of the stage's model with `lever` on, as train.py runs it."""
+    torch.manual_seed(0)
+    model = copy.deepcopy(stage.model).train()
+    if lever == "channels_last":
+        model = model.to(memory_format=torch.channels_last)
+    loss_fn = StageLoss(stage, model)
+    loss_fn = compilation.compiled_loss(loss_fn) if lever == "compile" else loss_fn
+    optimizer = torch.optim.AdamW(stage.param_groups(model, 1e-4), lr=1e-4)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    ema = copy.deepcopy(model).eval().requires_grad_(False) if ema_decay else None
+    generator = torch.Generator().manual_seed(0)
+
+    def step() -> None:
+        batch = stage.batch(batch_size, generator)
+        if lever == "channels_last":
+            batch = {k: to_channels_last(v) for k, v in batch.items()}
+        loss_fn(batch, generator).backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if ema is not None:
+            ema_update(ema, model, ema_decay, 1000)
+
+    return step
+
+
+def to_channels_last(value):
+    if torch.is_tensor(value) and value.ndim == 4:
+        return value.contiguous(memory_format=torch.channels_last)
+    return value
+
+
+def encoding_step(vae, clips, batch_size: int, lever: str):
+    """Encode `batch_size` clips (drawn afresh, as encode_clips does) with a copy of `vae`."""
+    vae = copy.deepcopy(vae).eval()
+    if lever == "channels_last":
+        vae = vae.to(memory_format=torch.channels_last)
+    if lever == "compile":
+        compilation.compile_in_place(vae.encoder)
+    index = iter(range(10**9))
+
+    @torch.no_grad()
+    def step() -> None:
+        video = torch.stack([clips[next(index)]["video"] for _ in range(batch_size)])  # (B, F, C, H, W)
+        vae.encode_video(video)
+
+    return step
+
+
+def sampling_step(pipe, lever: str):
+    """One guided call of the t2v denoiser (batch 2: the prompt and the empty one) on a fresh noisy latent."""
+    from minimagic.guidance import classifier_free_guidance
+
+    unet = copy.deepcopy(pipe.unet).eval()
+    if lever == "channels_last":
+        unet = unet.to(memory_format=torch.channels_last)
+    if lever == "compile":
+        compilation.compile_in_place(unet)
+    context, _ = pipe.text_encoder.encode(["the digit seven moves left"])  # (1, L, D)
+    uncond, _ = pipe.text_encoder.uncond(1)
+    shape = (1, unet.num_frames, *pipe.latent_size)
+    fps = torch.full((1,), 8.0)
+
+    @torch.no_grad()
+    def step() -> None:
+        classifier_free_guidance(unet, torch.randn(shape), torch.tensor([500]), context, uncond, 4.0, fps=fps)
+
+    return step
+
+
+def make_steps(name: str, quick: bool, levers: tuple[str, ...]) -> tuple[dict, int, str]:
+    """{lever: step function} for stage `name`, the items of work per step, and their unit."""
+    if name == "encode":
+        from minimagic.data import MovingDigits
+        from minimagic.paths import VAE_CHECKPOINT
+        from minimagic.vae import VAE
+
+        batch, clips = 1 if quick else ENCODE_BATCH, MovingDigits("train", length=10**9)
+        vae = VAE.from_pretrained(VAE_CHECKPOINT)
+        return {lever: encoding_step(vae, clips, batch, lever) for lever in levers}, batch, "clips"
+    if name == "sample":
+        from minimagic.pipeline import TextToVideoPipeline
+
+        pipe = TextToVideoPipeline.from_pretrained()
+        return {lever: sampling_step(pipe, lever) for lever in levers}, 1, "denoiser calls"
+    stage, batch_size = build(name, quick)
+    ema_decay = stage.defaults.get("ema_decay", 0.0)
+    return {lever: training_step(stage, batch_size, lever, ema_decay) for lever in levers}, batch_size, "steps"
+
+
+def measure(name: str, quick: bool, levers: tuple[str, ...], warmup: int, rounds: int) -> dict:
+    """Steady-state seconds per step of every lever, taking turns; compile time; FLOPs; the top ops."""
+    steps, items, unit = make_steps(name, quick, levers)
+    first = {lever: [timed(step) for _ in range(warmup)] for lever, step in steps.items()}
+    seconds = {lever: [] for lever in steps}
+    for round_index in range(rounds):
+        for lever in levers if round_index % 2 == 0 else levers[::-1]:
+            seconds[lever].append(timed(steps[lever]))
+    with FlopCounterMode(display=False) as counter:
+        steps["eager"]()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        steps["eager"]()
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total_us = sum(e.self_cpu_time_total for e in events)
+    gflop = counter.get_total_flops() / 1e9
+    result = {"stage": name, "items_per_step": items, "unit": unit, "gflop_per_step": gflop,
+              "threads": torch.get_num_threads(), "allocator": bool(allocator.applied), "load_average": load_average(),
+              "top_ops": [{"op": e.key, "share": e.self_cpu_time_total / total_us} for e in events[:8]]}
+    for lever in levers:
+        step_s = statistics.median(seconds[lever])
+        result[lever] = {"step_s": step_s, "steps_per_s": 1 / step_s, "gflop_per_s": gflop / step_s,
+                         "compile_s": max(0.0, sum(first[lever]) - warmup * step_s)}
+    return result
+
+
+# ----------------------------------------------------------------------------------------------- one run
+def stage_names(quick: bool) -> list[str]:
+    from minimagic.stages import STAGES
+
+    return ["encode", *STAGES, *([] if quick else ["sample"])]
+
+
+def worker(name: str, allocator_on: bool, threads: int, quick: bool, warmup: int, rounds: int) -> dict:
+    """`measure` in a fresh process: the allocator setting is per process."""
+    levers = ",".join(LEVERS if allocator_on else ("eager",))
+    env = {**os.environ, "MINIMAGIC_ALLOCATOR": "1" if allocator_on else "0", "OMP_NUM_THREADS": str(threads)}
+    command = [sys.executable, __file__, "--worker", name, "--levers", levers, "--warmup", str(warmup),
+               "--rounds", str(rounds), *(["--quick"] if quick else [])]
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    if result.returncode:
+        raise RuntimeError(f"stage {name} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def run(names: list[str], threads: int, quick: bool, warmup: int, rounds: int) -> dict:
+    peaks = [{"threads": threads, "gflop_per_s": matmul_peak(threads)}]
+    rows = {}
+    for index, name in enumerate(names):
+        order = (True, False) if index % 2 == 0 else (False, True)
+        if quick:  # one process: the allocator lever is not measured, nor compile
+            allocator.configure()
+            torch.set_num_threads(threads)
+            rows[name] = {"on": measure(name, True, QUICK_LEVERS, warmup, rounds), "off": None}
+        else:
+            try:
+                runs = {on: worker(name, on, threads, quick, warmup, rounds) for on in order}
+            except RuntimeError as error:  # reported, and the other stages still run
+                print(error, file=sys.stderr, flush=True)
+                continue
+            rows[name] = {"on": runs[True], "off": runs[False]}
+        print(summary(name, rows[name]), flush=True)
+    peaks.append({"threads": threads, "gflop_per_s": matmul_peak(threads)})
+    peaks.append({"threads": 1, "gflop_per_s": matmul_peak(1)})
+    return {"meta": {"machine": efficiency.machine(torch.device("cpu")), "cpu_count": os.cpu_count(),
+                     "torch": torch.__version__, "threads": threads, "quick": quick, "warmup": warmup,
+                     "rounds": rounds, "compile_backend": compilation.BACKEND},
+            "peak": peaks, "stages": rows}
+
+
+def ratios(row: dict) -> dict:
+    """Speed-ups (steady state) of each lever over eager with the allocator on; allocator: on over off."""
+    on, off = row["on"], row["off"]
+    out = {lever: on[lever]["steps_per_s"] / on["eager"]["steps_per_s"] if lever in on else None
+           for lever in LEVERS[1:]}
+    out["allocator"] = on["eager"]["steps_per_s"] / off["eager"]["steps_per_s"] if off else None
+    return out
+
+
+def summary(name: str, row: dict) -> str:
+    on, r = row["on"], ratios(row)
+    text = " ".join(f"{k} {v:.2f}x" for k, v in r.items() if v is not None)
+    return (f"{name}: {on['eager']['steps_per_s']:.3f} steps/s eager, {on['eager']['gflop_per_s']:.1f} GFLOP/s; "
+            f"{text}; compile time {on.get('compile', {}).get('compile_s', 0):.0f} s; load {on['load_average']:.1f}")
+
+
+# ----------------------------------------------------------------------------------------------- the chain
+def chain(results: dict, gpu_tflops: float) -> dict:
+    """The toy chain's hours from the measured rates x the recorded steps (RECIPES) + encoding CHAIN_CLIPS clips:
+    before (eager, allocator off), with the defaults (allocator on), and with every lever that is faster
+    (compile time included); the GPU time estimated as FLOPs / an assumed sustained rate."""
+    stages = results["stages"]
+    parts = {"encode": (CHAIN_CLIPS / stages["encode"]["on"]["items_per_step"], stages["encode"])}
+    parts |= {name: (steps, stages[name]) for name, (steps, _) in RECIPES.items() if name in stages}
+    missing = [name for name in ("encode", *RECIPES) if name not in parts]
+    if missing:
+        raise ValueError(f"the results lack the stages {missing}: run bench/stages.py on every stage first")
+    rows, totals, flops = {}, {"before": 0.0, "defaults": 0.0, "best": 0.0}, 0.0
+    for name, (steps, row) in parts.items():
+        on, off = row["on"], row["off"] or row["on"]
+        levers = [lever for lever in LEVERS if lever in on]
+        best = min(levers, key=lambda lever: steps * on[lever]["step_s"] + on[lever]["compile_s"])
+        hours = {"before": steps * off["eager"]["step_s"] / 3600, "defaults": steps * on["eager"]["step_s"] / 3600,
+                 "best": (steps * on[best]["step_s"] + on[best]["compile_s"]) / 3600}
+        rows[name] = {"steps": steps, "best_lever": best, **hours}
+        totals = {k: totals[k] + hours[k] for k in totals}
+        flops += steps * on["gflop_per_step"] * 1e9
+    return {"stages": rows, "hours": totals, "defaults_over_before": totals["defaults"] / totals["before"],
+            "best_over_before": totals["best"] / totals["before"], "pflop": flops / 1e15,
+            "gpu_tflops_assumed": gpu_tflops, "gpu_minutes_estimate": flops / (gpu_tflops * 1e12) / 60}
+
+
+# ----------------------------------------------------------------------------------------------- report
+def markdown(results: dict, chain_result: dict | None) -> str:
+    peak = max(p["gflop_per_s"] for p in results["peak"] if p["threads"] == results["meta"]["threads"])
+    one = [p["gflop_per_s"] for p in results["peak"] if p["threads"] == 1]
+    lines = [f"fp32 matmul peak ({results['meta']['threads']} threads, best of the start and the end of the run): "
+             f"**{peak:.1f} GFLOP/s**" + (f"; 1 thread: {one[0]:.1f} GFLOP/s" if one else "") + ".", "",
+             "| stage | per step | GFLOP per step | eager steps/s | GFLOP/s | of peak | allocator on/off | compile | "
+             "channels-last | compile time | load |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, row in results["stages"].items():
+        on, r = row["on"], {k: "-" if v is None else f"{v:.2f}x" for k, v in ratios(row).items()}
+        compile_s = f"{on['compile']['compile_s']:.0f} s" if "compile" in on else "-"
+        lines.append(
+            f"| {name} | {on['items_per_step']} {on['unit']} | {on['gflop_per_step']:.1f} | "
+            f"{on['eager']['steps_per_s']:.3f} | {on['eager']['gflop_per_s']:.1f} | "
+            f"{on['eager']['gflop_per_s'] / peak:.0%} | {r['allocator']} | {r['compile']} | "
+            f"{r['channels_last']} | {compile_s} | {on['load_average']:.1f} |")
+    slowest = min(results["stages"], key=lambda n: results["stages"][n]["on"]["eager"]["gflop_per_s"])
+    ops = ", ".join(f"{o['op']} {o['share']:.0%}" for o in results["stages"][slowest]["on"]["top_ops"])
+    lines += ["", f"Self CPU time of one eager step of the slowest stage ({slowest}): {ops}."]
+    if chain_result is not None:
+        c = chain_result
+        lines += ["", "| chain part | steps | before (h) | defaults (h) | best lever | with it (h) |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {name} | {r['steps']:,.0f} | {r['before']:.2f} | {r['defaults']:.2f} | {r['best_lever']} | "
+                  f"{r['best']:.2f} |" for name, r in c["stages"].items()]
+        h = c["hours"]
+        lines += [f"| **total** | | **{h['before']:.2f}** | **{h['defaults']:.2f}** "
+                  f"({c['defaults_over_before']:.0%}) | | **{h['best']:.2f}** ({c['best_over_before']:.0%}) |", "",
+                  f"{c['pflop']:.2f} PFLOP in all; at an assumed sustained {c['gpu_tflops_assumed']:g} TFLOP/s on "
+                  f"one GPU: about {c['gpu_minutes_estimate']:.0f} min (an estimate, not a measurement)."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny configs, one process, a step or two")
+    parser.add_argument("--stages", help="comma-separated subset of: encode, the STAGES, sample (default: all)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--warmup", type=int, help="first steps per lever, not timed as steady state (3)")
+    parser.add_argument("--rounds", type=int, help="timed steps per lever (6)")
+    parser.add_argument("--out", type=Path, help="write the results (and the chain) as JSON")
+    parser.add_argument("--md", type=Path, help="write the tables as markdown")
+    parser.add_argument("--chain", type=Path, help="compute the chain's time from this JSON instead of measuring")
+    parser.add_argument("--gpu-tflops", type=float, default=20.0, help="assumed sustained GPU rate (TFLOP/s)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--levers", default=",".join(LEVERS), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    warmup = args.warmup or (1 if args.quick else 3)
+    rounds = args.rounds or (1 if args.quick else 6)
+    if min(warmup, rounds, args.threads) < 1 or not args.gpu_tflops > 0:
+        raise ValueError("--warmup, --rounds and --threads must be >= 1 and --gpu-tflops > 0")
+    if args.worker:
+        allocator.configure()
+        print(json.dumps(measure(args.worker, args.quick, tuple(args.levers.split(",")), warmup, rounds)))
+        return {}
+    if args.chain:
+        if not args.chain.is_file():
+            raise FileNotFoundError(f"no results at {args.chain}: run bench/stages.py --out {args.chain} first")
+        results = json.loads(args.chain.read_text())
+    else:
+        known = stage_names(args.quick)
+        names = args.stages.split(",") if args.stages else known
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise ValueError(f"unknown stages {unknown}; choose from {', '.join(known)}")
+        results = run(names, args.threads, args.quick, warmup, rounds)
+    if not args.quick and all(name in results["stages"] for name in ("encode", *RECIPES)):
+        results["chain"] = chain(results, args.gpu_tflops)
+    text = markdown(results, results.get("chain"))
+    print(text)
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=1) + "\n")
+    if args.md:
+        args.md.write_text(text)
+    return results
+
+
+if __name__ == "__main__":
+    main()
