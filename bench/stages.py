@@ -228,29 +228,35 @@ def worker(name: str, allocator_on: bool, threads: int, quick: bool, warmup: int
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def run(names: list[str], threads: int, quick: bool, warmup: int, rounds: int) -> dict:
-    peaks = [{"threads": threads, "gflop_per_s": matmul_peak(threads)}]
-    rows = {}
+def run(names: list[str], threads: int, quick: bool, warmup: int, rounds: int, out: Path | None = None) -> dict:
+    """Measure the stages `names`; with `out`, the results are merged into that JSON file after every stage
+    (the stages it already holds and were not measured again are kept), so that a run can go in parts."""
+    results = json.loads(out.read_text()) if out is not None and out.is_file() else {"peak": [], "stages": {}}
+    results["meta"] = {"machine": efficiency.machine(torch.device("cpu")), "cpu_count": os.cpu_count(),
+                       "torch": torch.__version__, "threads": threads, "quick": quick, "warmup": warmup,
+                       "rounds": rounds, "compile_backend": compilation.BACKEND}
+    results["peak"] += [{"threads": n, "gflop_per_s": matmul_peak(n), "load_average": load_average()}
+                        for n in sorted({1, 2, threads})]
     for index, name in enumerate(names):
         order = (True, False) if index % 2 == 0 else (False, True)
         if quick:  # one process: the allocator lever is not measured, nor compile
             allocator.configure()
             torch.set_num_threads(threads)
-            rows[name] = {"on": measure(name, True, QUICK_LEVERS, warmup, rounds), "off": None}
+            row = {"on": measure(name, True, QUICK_LEVERS, warmup, rounds), "off": None}
         else:
             try:
                 runs = {on: worker(name, on, threads, quick, warmup, rounds) for on in order}
             except RuntimeError as error:  # reported, and the other stages still run
                 print(error, file=sys.stderr, flush=True)
                 continue
-            rows[name] = {"on": runs[True], "off": runs[False]}
-        print(summary(name, rows[name]), flush=True)
-    peaks.append({"threads": threads, "gflop_per_s": matmul_peak(threads)})
-    peaks.append({"threads": 1, "gflop_per_s": matmul_peak(1)})
-    return {"meta": {"machine": efficiency.machine(torch.device("cpu")), "cpu_count": os.cpu_count(),
-                     "torch": torch.__version__, "threads": threads, "quick": quick, "warmup": warmup,
-                     "rounds": rounds, "compile_backend": compilation.BACKEND},
-            "peak": peaks, "stages": rows}
+            row = {"on": runs[True], "off": runs[False]}
+        results["stages"][name] = row
+        print(summary(name, row), flush=True)
+        if out is not None:
+            out.write_text(json.dumps(results, indent=1) + "\n")
+    results["peak"] += [{"threads": n, "gflop_per_s": matmul_peak(n), "load_average": load_average()}
+                        for n in sorted({1, 2, threads})]
+    return results
 
 
 def ratios(row: dict) -> dict:
@@ -297,10 +303,12 @@ def chain(results: dict, gpu_tflops: float) -> dict:
 
 # ----------------------------------------------------------------------------------------------- report
 def markdown(results: dict, chain_result: dict | None) -> str:
-    peak = max(p["gflop_per_s"] for p in results["peak"] if p["threads"] == results["meta"]["threads"])
-    one = [p["gflop_per_s"] for p in results["peak"] if p["threads"] == 1]
-    lines = [f"fp32 matmul peak ({results['meta']['threads']} threads, best of the start and the end of the run): "
-             f"**{peak:.1f} GFLOP/s**" + (f"; 1 thread: {one[0]:.1f} GFLOP/s" if one else "") + ".", "",
+    threads = results["meta"]["threads"]
+    peak = max(p["gflop_per_s"] for p in results["peak"] if p["threads"] == threads)
+    two = max((p["gflop_per_s"] for p in results["peak"] if p["threads"] == 2), default=None)
+    lines = [f"fp32 matmul peak ({threads} thread{'s' * (threads > 1)}, the best of its measurements before and "
+             f"after each part of the run): **{peak:.1f} GFLOP/s**"
+             + (f"; 2 threads: {two:.1f} GFLOP/s" if two and threads != 2 else "") + ".", "",
              "| stage | per step | GFLOP per step | eager steps/s | GFLOP/s | of peak | allocator on/off | compile | "
              "channels-last | compile time | load |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, row in results["stages"].items():
@@ -335,7 +343,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--warmup", type=int, help="first steps per lever, not timed as steady state (3)")
     parser.add_argument("--rounds", type=int, help="timed steps per lever (6)")
-    parser.add_argument("--out", type=Path, help="write the results (and the chain) as JSON")
+    parser.add_argument("--out", type=Path, help="write the results (and the chain) as JSON, merged into the file's")
     parser.add_argument("--md", type=Path, help="write the tables as markdown")
     parser.add_argument("--chain", type=Path, help="compute the chain's time from this JSON instead of measuring")
     parser.add_argument("--gpu-tflops", type=float, default=20.0, help="assumed sustained GPU rate (TFLOP/s)")
@@ -360,7 +368,7 @@ def main(argv: list[str] | None = None) -> dict:
         unknown = [name for name in names if name not in known]
         if unknown:
             raise ValueError(f"unknown stages {unknown}; choose from {', '.join(known)}")
-        results = run(names, args.threads, args.quick, warmup, rounds)
+        results = run(names, args.threads, args.quick, warmup, rounds, args.out)
     if not args.quick and all(name in results["stages"] for name in ("encode", *RECIPES)):
         results["chain"] = chain(results, args.gpu_tflops)
     text = markdown(results, results.get("chain"))
