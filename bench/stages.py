@@ -27,9 +27,11 @@ import argparse
 import copy
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -219,10 +221,12 @@ def stage_names(quick: bool) -> list[str]:
 def worker(name: str, allocator_on: bool, threads: int, quick: bool, warmup: int, rounds: int) -> dict:
     """`measure` in a fresh process: the allocator setting is per process."""
     levers = ",".join(LEVERS if allocator_on else ("eager",))
-    env = {**os.environ, "MINIMAGIC_ALLOCATOR": "1" if allocator_on else "0", "OMP_NUM_THREADS": str(threads)}
+    env = {**os.environ, "MINIMAGIC_ALLOCATOR": "1" if allocator_on else "0", "OMP_NUM_THREADS": str(threads),
+           "TORCHINDUCTOR_CACHE_DIR": tempfile.mkdtemp(prefix="inductor-")}  # cold: the compile time is all there
     command = [sys.executable, __file__, "--worker", name, "--levers", levers, "--warmup", str(warmup),
                "--rounds", str(rounds), *(["--quick"] if quick else [])]
     result = subprocess.run(command, env=env, capture_output=True, text=True)
+    shutil.rmtree(env["TORCHINDUCTOR_CACHE_DIR"], ignore_errors=True)
     if result.returncode:
         raise RuntimeError(f"stage {name} failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -276,17 +280,18 @@ def summary(name: str, row: dict) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- the chain
-def chain(results: dict, gpu_tflops: float) -> dict:
+def chain(results: dict, gpu_tflops: float, gpu_step_ms: float) -> dict:
     """The toy chain's hours from the measured rates x the recorded steps (RECIPES) + encoding CHAIN_CLIPS clips:
     before (eager, allocator off), with the defaults (allocator on), and with every lever that is faster
-    (compile time included); the GPU time estimated as FLOPs / an assumed sustained rate."""
+    (compile time included). The GPU time is estimated, step by step, as the longer of the FLOPs at an assumed
+    sustained rate and an assumed fixed cost per step (kernel launches and Python: toy models are small)."""
     stages = results["stages"]
     parts = {"encode": (CHAIN_CLIPS / stages["encode"]["on"]["items_per_step"], stages["encode"])}
     parts |= {name: (steps, stages[name]) for name, (steps, _) in RECIPES.items() if name in stages}
     missing = [name for name in ("encode", *RECIPES) if name not in parts]
     if missing:
         raise ValueError(f"the results lack the stages {missing}: run bench/stages.py on every stage first")
-    rows, totals, flops = {}, {"before": 0.0, "defaults": 0.0, "best": 0.0}, 0.0
+    rows, totals, flops, gpu_s = {}, {"before": 0.0, "defaults": 0.0, "best": 0.0}, 0.0, 0.0
     for name, (steps, row) in parts.items():
         on, off = row["on"], row["off"] or row["on"]
         levers = [lever for lever in LEVERS if lever in on]
@@ -296,12 +301,18 @@ def chain(results: dict, gpu_tflops: float) -> dict:
         rows[name] = {"steps": steps, "best_lever": best, **hours}
         totals = {k: totals[k] + hours[k] for k in totals}
         flops += steps * on["gflop_per_step"] * 1e9
+        gpu_s += steps * max(on["gflop_per_step"] / (gpu_tflops * 1e3), gpu_step_ms / 1e3)
     return {"stages": rows, "hours": totals, "defaults_over_before": totals["defaults"] / totals["before"],
             "best_over_before": totals["best"] / totals["before"], "pflop": flops / 1e15,
-            "gpu_tflops_assumed": gpu_tflops, "gpu_minutes_estimate": flops / (gpu_tflops * 1e12) / 60}
+            "gpu_tflops_assumed": gpu_tflops, "gpu_step_ms_assumed": gpu_step_ms, "gpu_minutes_estimate": gpu_s / 60}
 
 
 # ----------------------------------------------------------------------------------------------- report
+def per_step(row: dict) -> str:
+    items, unit = row["items_per_step"], row["unit"]
+    return f"batch {items}" if unit == "steps" else f"{items} {unit.removesuffix('s') if items == 1 else unit}"
+
+
 def markdown(results: dict, chain_result: dict | None) -> str:
     threads = results["meta"]["threads"]
     peak = max(p["gflop_per_s"] for p in results["peak"] if p["threads"] == threads)
@@ -315,7 +326,7 @@ def markdown(results: dict, chain_result: dict | None) -> str:
         on, r = row["on"], {k: "-" if v is None else f"{v:.2f}x" for k, v in ratios(row).items()}
         compile_s = f"{on['compile']['compile_s']:.0f} s" if "compile" in on else "-"
         lines.append(
-            f"| {name} | {on['items_per_step']} {on['unit']} | {on['gflop_per_step']:.1f} | "
+            f"| {name} | {per_step(on)} | {on['gflop_per_step']:.1f} | "
             f"{on['eager']['steps_per_s']:.3f} | {on['eager']['gflop_per_s']:.1f} | "
             f"{on['eager']['gflop_per_s'] / peak:.0%} | {r['allocator']} | {r['compile']} | "
             f"{r['channels_last']} | {compile_s} | {on['load_average']:.1f} |")
@@ -331,8 +342,9 @@ def markdown(results: dict, chain_result: dict | None) -> str:
         h = c["hours"]
         lines += [f"| **total** | | **{h['before']:.2f}** | **{h['defaults']:.2f}** "
                   f"({c['defaults_over_before']:.0%}) | | **{h['best']:.2f}** ({c['best_over_before']:.0%}) |", "",
-                  f"{c['pflop']:.2f} PFLOP in all; at an assumed sustained {c['gpu_tflops_assumed']:g} TFLOP/s on "
-                  f"one GPU: about {c['gpu_minutes_estimate']:.0f} min (an estimate, not a measurement)."]
+                  f"{c['pflop']:.2f} PFLOP in all. One GPU, assuming a sustained {c['gpu_tflops_assumed']:g} TFLOP/s "
+                  f"and at least {c['gpu_step_ms_assumed']:g} ms per step: about {c['gpu_minutes_estimate']:.0f} min "
+                  "(an estimate, not a measurement)."]
     return "\n".join(lines) + "\n"
 
 
@@ -345,23 +357,28 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rounds", type=int, help="timed steps per lever (6)")
     parser.add_argument("--out", type=Path, help="write the results (and the chain) as JSON, merged into the file's")
     parser.add_argument("--md", type=Path, help="write the tables as markdown")
-    parser.add_argument("--chain", type=Path, help="compute the chain's time from this JSON instead of measuring")
+    parser.add_argument("--chain", type=Path, nargs="+", help="compute the chain's time from these JSON files "
+                        "(runs of parts of the stages, merged) instead of measuring")
     parser.add_argument("--gpu-tflops", type=float, default=20.0, help="assumed sustained GPU rate (TFLOP/s)")
+    parser.add_argument("--gpu-step-ms", type=float, default=30.0, help="assumed least GPU time per step (ms)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--levers", default=",".join(LEVERS), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     warmup = args.warmup or (1 if args.quick else 3)
     rounds = args.rounds or (1 if args.quick else 6)
-    if min(warmup, rounds, args.threads) < 1 or not args.gpu_tflops > 0:
-        raise ValueError("--warmup, --rounds and --threads must be >= 1 and --gpu-tflops > 0")
+    if min(warmup, rounds, args.threads) < 1 or not (args.gpu_tflops > 0 and args.gpu_step_ms >= 0):
+        raise ValueError("--warmup, --rounds and --threads must be >= 1, --gpu-tflops > 0, --gpu-step-ms >= 0")
     if args.worker:
         allocator.configure()
         print(json.dumps(measure(args.worker, args.quick, tuple(args.levers.split(",")), warmup, rounds)))
         return {}
     if args.chain:
-        if not args.chain.is_file():
-            raise FileNotFoundError(f"no results at {args.chain}: run bench/stages.py --out {args.chain} first")
-        results = json.loads(args.chain.read_text())
+        missing = [str(path) for path in args.chain if not path.is_file()]
+        if missing:
+            raise FileNotFoundError(f"no results at {', '.join(missing)}: run bench/stages.py --out FILE first")
+        parts = [json.loads(path.read_text()) for path in args.chain]
+        results = {"meta": parts[0]["meta"], "peak": [p for part in parts for p in part["peak"]],
+                   "stages": {name: row for part in parts for name, row in part["stages"].items()}}
     else:
         known = stage_names(args.quick)
         names = args.stages.split(",") if args.stages else known
@@ -370,7 +387,7 @@ def main(argv: list[str] | None = None) -> dict:
             raise ValueError(f"unknown stages {unknown}; choose from {', '.join(known)}")
         results = run(names, args.threads, args.quick, warmup, rounds, args.out)
     if not args.quick and all(name in results["stages"] for name in ("encode", *RECIPES)):
-        results["chain"] = chain(results, args.gpu_tflops)
+        results["chain"] = chain(results, args.gpu_tflops, args.gpu_step_ms)
     text = markdown(results, results.get("chain"))
     print(text)
     if args.out:
