@@ -53,6 +53,7 @@ RECIPES = {  # the shipped checkpoints' recorded runs (docs/training.md): steps 
 }
 CHAIN_CLIPS = 6000  # clips the first diffusion stage encodes (t2i, t2v and videovae share the cache)
 ENCODE_BATCH = 64  # clips per encoding step, encode_clips's batch
+BEGIN, END = "<!-- bench/stages.py: begin -->", "<!-- bench/stages.py: end -->"  # its part of docs/efficiency.md
 
 
 def load_average() -> float:
@@ -218,9 +219,10 @@ def stage_names(quick: bool) -> list[str]:
     return ["encode", *STAGES, *([] if quick else ["sample"])]
 
 
-def worker(name: str, allocator_on: bool, threads: int, quick: bool, warmup: int, rounds: int) -> dict:
+def worker(name: str, allocator_on: bool, threads: int, quick: bool, warmup: int, rounds: int,
+           levers: tuple[str, ...] = LEVERS) -> dict:
     """`measure` in a fresh process: the allocator setting is per process."""
-    levers = ",".join(LEVERS if allocator_on else ("eager",))
+    levers = ",".join(levers if allocator_on else ("eager",))
     env = {**os.environ, "MINIMAGIC_ALLOCATOR": "1" if allocator_on else "0", "OMP_NUM_THREADS": str(threads),
            "TORCHINDUCTOR_CACHE_DIR": tempfile.mkdtemp(prefix="inductor-")}  # cold: the compile time is all there
     command = [sys.executable, __file__, "--worker", name, "--levers", levers, "--warmup", str(warmup),
@@ -232,7 +234,8 @@ def worker(name: str, allocator_on: bool, threads: int, quick: bool, warmup: int
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def run(names: list[str], threads: int, quick: bool, warmup: int, rounds: int, out: Path | None = None) -> dict:
+def run(names: list[str], threads: int, quick: bool, warmup: int, rounds: int, out: Path | None = None,
+        levers: tuple[str, ...] = LEVERS) -> dict:
     """Measure the stages `names`; with `out`, the results are merged into that JSON file after every stage
     (the stages it already holds and were not measured again are kept), so that a run can go in parts."""
     results = json.loads(out.read_text()) if out is not None and out.is_file() else {"peak": [], "stages": {}}
@@ -249,7 +252,7 @@ def run(names: list[str], threads: int, quick: bool, warmup: int, rounds: int, o
             row = {"on": measure(name, True, QUICK_LEVERS, warmup, rounds), "off": None}
         else:
             try:
-                runs = {on: worker(name, on, threads, quick, warmup, rounds) for on in order}
+                runs = {on: worker(name, on, threads, quick, warmup, rounds, levers) for on in order}
             except RuntimeError as error:  # reported, and the other stages still run
                 print(error, file=sys.stderr, flush=True)
                 continue
@@ -348,6 +351,17 @@ def markdown(results: dict, chain_result: dict | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_section(path: Path, text: str) -> None:
+    """Replace this script's section of `path` (between its markers), or append it."""
+    section = f"{BEGIN}\n{text}{END}"
+    old = path.read_text() if path.is_file() else ""
+    if BEGIN in old and END in old:
+        new = old[: old.index(BEGIN)] + section + old[old.index(END) + len(END):]
+    else:
+        new = old.rstrip("\n") + "\n\n" + section + "\n"
+    path.write_text(new)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny configs, one process, a step or two")
@@ -356,13 +370,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--warmup", type=int, help="first steps per lever, not timed as steady state (3)")
     parser.add_argument("--rounds", type=int, help="timed steps per lever (6)")
     parser.add_argument("--out", type=Path, help="write the results (and the chain) as JSON, merged into the file's")
-    parser.add_argument("--md", type=Path, help="write the tables as markdown")
+    parser.add_argument("--md", type=Path, help="write the tables into this Markdown file (between its markers)")
     parser.add_argument("--chain", type=Path, nargs="+", help="compute the chain's time from these JSON files "
                         "(runs of parts of the stages, merged) instead of measuring")
     parser.add_argument("--gpu-tflops", type=float, default=20.0, help="assumed sustained GPU rate (TFLOP/s)")
     parser.add_argument("--gpu-step-ms", type=float, default=30.0, help="assumed least GPU time per step (ms)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--levers", default=",".join(LEVERS), help=argparse.SUPPRESS)
+    parser.add_argument("--levers", default=",".join(LEVERS), help="eager and the levers to measure against it "
+                        "(default: all; the allocator is always measured)")
     args = parser.parse_args(argv)
     warmup = args.warmup or (1 if args.quick else 3)
     rounds = args.rounds or (1 if args.quick else 6)
@@ -385,7 +400,10 @@ def main(argv: list[str] | None = None) -> dict:
         unknown = [name for name in names if name not in known]
         if unknown:
             raise ValueError(f"unknown stages {unknown}; choose from {', '.join(known)}")
-        results = run(names, args.threads, args.quick, warmup, rounds, args.out)
+        levers = tuple(args.levers.split(","))
+        if levers[0] != "eager" or not set(levers) <= set(LEVERS):
+            raise ValueError(f"--levers must start with eager and name some of {', '.join(LEVERS)}")
+        results = run(names, args.threads, args.quick, warmup, rounds, args.out, levers)
     if not args.quick and all(name in results["stages"] for name in ("encode", *RECIPES)):
         results["chain"] = chain(results, args.gpu_tflops, args.gpu_step_ms)
     text = markdown(results, results.get("chain"))
@@ -393,7 +411,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.out:
         args.out.write_text(json.dumps(results, indent=1) + "\n")
     if args.md:
-        args.md.write_text(text)
+        write_section(args.md, text)
     return results
 
 
