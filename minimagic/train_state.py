@@ -98,7 +98,7 @@ def save_train_state(run_dir: Path, step: int, model: torch.nn.Module, ema: torc
     checkpoint.write_folder(Path(run_dir) / STATE_DIR, write, marker=STATE_JSON)
 
 
-RESUMABLE_CHANGES = {"steps", "log_every", "preview_every", "checkpoint_every", "device"}
+RESUMABLE_CHANGES = {"steps", "log_every", "preview_every", "checkpoint_every", "device", "compile"}  # same maths
 
 
 def load_train_state(run_dir: Path, model: torch.nn.Module, ema: torch.nn.Module | None,

@@ -68,6 +68,14 @@ def test_a_compiled_training_step_gives_the_eager_loss(tmp_path, aot_eager):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_a_run_resumes_with_compile_switched(tmp_path, aot_eager):
+    """Compiling changes no maths: a run saved eagerly continues compiled (and one saved before the option)."""
+    train(TinyStage(), TrainConfig(steps=2, batch_size=4, warmup=1, checkpoint_every=2), tmp_path / "run")
+    model = train(TinyStage(), TrainConfig(steps=3, batch_size=4, warmup=1, checkpoint_every=2, compile=True),
+                  tmp_path / "run", resume=True)
+    assert len(aot_eager) == 1 and not compilation.is_compiled(model)
+
+
 def test_the_trained_model_stays_a_plain_module(tmp_path, aot_eager):
     for compile in (False, True):
         model, _ = run(tmp_path, f"compile-{compile}", compile=compile)
