@@ -1,8 +1,10 @@
 """Every stage's step at steady state, with each speed lever off and on, against the machine's matmul peak.
 
-    PYTHONPATH=. python bench/stages.py --out docs/stages.json      # every stage, 2 threads: ~40 min on 2 cores
-    PYTHONPATH=. python bench/stages.py --quick                     # tiny configs, one process, seconds
-    PYTHONPATH=. python bench/stages.py --chain docs/stages.json    # the toy chain's time from those rates
+    PYTHONPATH=. python bench/stages.py --out docs/stages.json --md docs/efficiency.md   # every stage: hours,
+                                               # mostly compiling (2-22 min a stage on a loaded 2-core machine)
+    PYTHONPATH=. python bench/stages.py --stages t2v,interp --levers eager,channels_last  # a part, no compiling
+    PYTHONPATH=. python bench/stages.py --quick            # tiny configs, one process, no compiling: seconds
+    PYTHONPATH=. python bench/stages.py --chain a.json b.json --md docs/efficiency.md    # parts merged; the chain
 
 Stages: latent encoding (64 Moving-digit clips per step through the shipped VAE, as `encode_clips` does), the
 training step of vae, t2i, t2v, videovae, interp, continuation (and any later stage in `STAGES`) at its recipe's
