@@ -1,9 +1,10 @@
 """MagicVideo's third stage (docs/paper.md §1.1): pixel-space diffusion super-resolution of every frame (SR3 style).
 
 The denoiser sees the noisy high-resolution frame x_t concatenated with the low-resolution frame y upsampled
-bicubically to the same size, and predicts eps (or v, as the diffusion config says):
+bicubically to the same size, and predicts v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0 (or eps, as its diffusion
+config says; `pixel_diffusion_config` explains the choice):
 
-    eps_theta([x_t ; up(y)], t),   x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps   (docs/paper.md §6.1).
+    v_theta([x_t ; up(y)], t),   x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps   (docs/paper.md §6.1).
 
 The network is minimagic's `UNet2D` with 2C input channels, C output channels and no text: its cross-attention
 (only in the middle block, at the lowest resolution) attends to one fixed zero token, so it reduces to a learned
@@ -34,8 +35,10 @@ NULL_CONTEXT_DIM = 8  # width of the single zero "text" token the U-Net's cross-
 
 
 def pixel_diffusion_config() -> DiffusionConfig:
-    """DDPM's linear schedule in pixel space (beta 1e-4 .. 0.02, as SR3); no captions, so no caption dropout."""
-    return DiffusionConfig(schedule="linear", beta_start=1e-4, beta_end=0.02, cfg_dropout=0.0)
+    """DDPM's linear schedule in pixel space (beta 1e-4 .. 0.02, as SR3) with the v target: at abar_T ~ 4e-5 an eps
+    error is multiplied by sqrt((1 - abar) / abar) ~ 150 in the x_0 estimate, which few DDIM steps cannot undo; v
+    predicts x_0 itself there. No captions, so no caption dropout."""
+    return DiffusionConfig(schedule="linear", beta_start=1e-4, beta_end=0.02, prediction="v", cfg_dropout=0.0)
 
 
 @dataclass
@@ -78,7 +81,7 @@ def upsample(frames: torch.Tensor) -> torch.Tensor:
 
 
 class SuperResolution(nn.Module):
-    """eps_theta([x_t ; up(y)], t): the SR3 denoiser on UNet2D, its loss and its per-frame DDIM sampler."""
+    """v_theta([x_t ; up(y)], t): the SR3 denoiser on UNet2D, its loss and its per-frame DDIM sampler."""
 
     def __init__(self, config: SuperResConfig | None = None, diffusion: GaussianDiffusion | None = None):
         super().__init__()
@@ -88,7 +91,7 @@ class SuperResolution(nn.Module):
         self.register_buffer("null_context", torch.zeros(1, 1, NULL_CONTEXT_DIM), persistent=False)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, low_res_up: torch.Tensor) -> torch.Tensor:
-        """x_t, low_res_up (N, C, H, W), t (N,) -> eps (or v) (N, C, H, W)."""
+        """x_t, low_res_up (N, C, H, W), t (N,) -> v (or eps) (N, C, H, W)."""
         if low_res_up.shape != x_t.shape:
             raise ValueError(f"the upsampled condition {tuple(low_res_up.shape)} must have x_t's shape "
                              f"{tuple(x_t.shape)}")
@@ -102,7 +105,7 @@ class SuperResolution(nn.Module):
                              f"got {tuple(frames.shape)}")
 
     def loss(self, high_res: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Ground-truth frames (N, C, H, W) -> their 2x2 average y -> || eps - eps_theta([x_t ; up(y)], t) ||^2."""
+        """Ground-truth frames (N, C, H, W) -> their 2x2 average y -> || v - v_theta([x_t ; up(y)], t) ||^2."""
         self._check_frames(high_res, "high_res")
         condition = upsample(downsample(high_res))  # (N, C, H, W)
         return self.diffusion.to(high_res.device).loss(self, high_res, generator, low_res_up=condition)

@@ -25,7 +25,7 @@ class SuperResOptions:
 
 
 class SuperResStage(Stage):
-    """The SR3-style denoiser eps_theta([x_t ; bicubic(y)], t) on single 64x64 frames and their 32x32 averages."""
+    """The SR3-style denoiser v_theta([x_t ; bicubic(y)], t) on single 64x64 frames and their 32x32 averages."""
 
     name, Options = "superres", SuperResOptions
     defaults = dict(steps=2500, batch_size=8, lr=5e-4, ema_decay=0.999, warmup=100, preview_every=500)
@@ -34,7 +34,7 @@ class SuperResStage(Stage):
         options = replace(options or SuperResOptions(), **overrides)  # e.g. Stage(preset="tiny")
         self.model = SuperResolution(SuperResConfig.preset(options.preset))
         self.frames = MovingDigits("train", image_mode=True, length=FRAMES)
-        self.held_out = MovingDigits("test", image_mode=True, length=8)
+        self.held_out = MovingDigits("test", image_mode=True, length=4)
 
     def batch(self, batch_size: int, generator: torch.Generator) -> dict:
         index = torch.randint(len(self.frames), (batch_size,), generator=generator)
@@ -45,12 +45,12 @@ class SuperResStage(Stage):
 
     @torch.no_grad()
     def preview(self, model: SuperResolution, path: Path, generator: torch.Generator) -> None:
-        """Rows: bicubic from 32x32, the model's 64x64, the truth."""
+        """Rows: bicubic from 32x32, the model's 64x64 (10 DDIM steps), the truth."""
         device = next(model.parameters()).device
-        truth = torch.stack([item["image"] for item in self.held_out]).to(device)  # (8, 1, 64, 64)
-        low_res = downsample(truth)  # (8, 1, 32, 32)
-        sr = model.upscale(low_res[:, None], generator=torch.Generator().manual_seed(0))[:, 0]  # (8, 1, 64, 64)
-        save_image(torch.cat([upsample(low_res), sr, truth]) * 0.5 + 0.5, path, nrow=8)
+        truth = torch.stack([item["image"] for item in self.held_out]).to(device)  # (4, 1, 64, 64)
+        low_res = downsample(truth)  # (4, 1, 32, 32)
+        sr = model.upscale(low_res[:, None], 10, generator=torch.Generator().manual_seed(0))[:, 0]  # (4, 1, 64, 64)
+        save_image(torch.cat([upsample(low_res), sr, truth]) * 0.5 + 0.5, path, nrow=4)
 
     def save(self, model: SuperResolution, directory: Path, command: str, **info) -> None:
         model.save_pretrained(directory, command=command, **info)
