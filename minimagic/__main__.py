@@ -162,7 +162,7 @@ def parser() -> Parser:
     ev.add_argument("--num-videos", type=number(int), help="t2v: clips to generate (default 100)")
     ev.add_argument("--per-digit", type=number(int), help="t2i: images per digit and guidance scale (default 50)")
     ev.add_argument("--guidance", type=number(float), help="t2v: classifier-free guidance scale (default 4)")
-    ev.add_argument("--steps", type=number(int), help="DDIM steps of the samplers (default 25)")
+    ev.add_argument("--steps", type=number(int), help="DDIM steps of the samplers (default 25; superres 10)")
     ev.add_argument("--sampler", choices=["ddim", "dpm++2m"], help="t2v: the keyframe sampler (default ddim)")
     ev.add_argument("--seed", type=number(int), default=1, help="seed of prompts and noise (training never uses 1)")
     ev.add_argument("--out", help="write OUT.json and OUT.md")

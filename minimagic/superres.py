@@ -111,9 +111,10 @@ class SuperResolution(nn.Module):
         return self.diffusion.to(high_res.device).loss(self, high_res, generator, low_res_up=condition)
 
     @torch.no_grad()
-    def upscale(self, video: torch.Tensor, num_inference_steps: int = 25, shared_noise: bool = True,
+    def upscale(self, video: torch.Tensor, num_inference_steps: int = 10, shared_noise: bool = True,
                 generator: torch.Generator | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
-        """Low-resolution video (B, F, C, h, w) in [-1, 1] -> (B, F, C, 2h, 2w), every frame by DDIM (eta = 0).
+        """Low-resolution video (B, F, C, h, w) in [-1, 1] -> (B, F, C, 2h, 2w), every frame by DDIM (eta = 0);
+        10 steps and shared noise are the settings chosen on validation seed 2 (docs/results/superres.md).
 
         x_T: `noise` (B, F, C, 2h, 2w) if given, else N(0, I) drawn once per clip (`shared_noise`) or per frame."""
         if video.ndim != 5:

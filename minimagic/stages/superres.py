@@ -56,12 +56,12 @@ class SuperResStage(Stage):
         model.save_pretrained(directory, command=command, **info)
 
     @staticmethod
-    def evaluate(directory: Path, num_videos: int = 100, seed: int = 1, steps: int = 25, **_) -> dict:
+    def evaluate(directory: Path, num_videos: int = 100, seed: int = 1, steps: int = 10, **_) -> dict:
         return evaluate_superres(directory, num_videos, seed, steps)
 
 
 @torch.no_grad()
-def evaluate_superres(directory: Path, num_videos: int = 100, seed: int = 1, steps: int = 25,
+def evaluate_superres(directory: Path, num_videos: int = 100, seed: int = 1, steps: int = 10,
                       batch_clips: int = 25) -> dict:
     """Held-out clips (test digits, `seed`) downsampled 64 -> 32, then back to 64 by bicubic and by the model with
     x_T shared across a clip's frames or drawn per frame: PSNR against the truth, the digit classifier's accuracy
