@@ -147,8 +147,9 @@ class GaussianDiffusion(nn.Module):
         generator: torch.Generator | None = None,
         device: torch.device | str | None = None,
         progress: bool = False,
+        x_T: Tensor | None = None,
     ) -> Tensor:
-        """Reverse process from x_T ~ N(0, I); denoise_fn(x_t, t) returns eps or v for a (B,) long t.
+        """Reverse process from x_T ~ N(0, I), or the given `x_T`; denoise_fn(x_t, t) returns eps or v for a (B,) t.
 
         "ddpm" samples the posterior q(x_{t_prev} | x_t, x_0) (Ho et al. 2020, Eqs. 6-7), which is DDIM with
         eta = 1 (Song et al. 2021, Sec. 4.1); num_steps = T runs the full chain. "dpm++2m" is the deterministic
@@ -159,11 +160,13 @@ class GaussianDiffusion(nn.Module):
         if eta < 0 or (method == "ddpm" and eta not in (0.0, 1.0)) or (method == "dpm++2m" and eta != 0):
             raise ValueError(f"eta must be >= 0 for ddim (ddpm fixes eta = 1, dpm++2m eta = 0), got {eta} for {method}")
         eta = 1.0 if method == "ddpm" else eta
+        if x_T is not None and tuple(x_T.shape) != tuple(shape):
+            raise ValueError(f"x_T must have the sample shape {tuple(shape)}, got {tuple(x_T.shape)}")
         device = torch.device(device) if device is not None else self.betas.device
         steps = self.timesteps(num_steps)
         # \bar{alpha} of each step, then 1 after the last step (t = 0), so that x ends at the x_0 estimate
         abar = torch.cat([self.alphas_cumprod[steps], self.alphas_cumprod.new_ones(1)]).to(device)
-        x = _randn(tuple(shape), generator, device)  # x_T
+        x = _randn(tuple(shape), generator, device) if x_T is None else x_T.to(device)  # x_T
         if method == "dpm++2m":
             return dpm_solver_2m(self, denoise_fn, x, steps, progress)
         for i, t in enumerate(tqdm(steps, desc=f"{method} sampling", disable=not progress)):

@@ -10,6 +10,7 @@ T2I_CHECKPOINT = CHECKPOINTS / "t2i-moving-digits"
 T2V_CHECKPOINT = CHECKPOINTS / "t2v-moving-digits"
 VIDEOVAE_CHECKPOINT = CHECKPOINTS / "videovae-moving-digits"
 INTERP_CHECKPOINT = CHECKPOINTS / "interp-moving-digits"
+SUPERRES_CHECKPOINT = CHECKPOINTS / "superres-moving-digits"
 CLASSIFIER_CHECKPOINT = CHECKPOINTS / "digit-classifier"
 VIDEO_CLASSIFIER_CHECKPOINT = CHECKPOINTS / "video-classifier"
 

@@ -6,8 +6,9 @@
 A pipeline folder holds the denoiser (`model.safetensors` + `config.json`), its VAE (`vae/`), optionally a
 VideoVAE decoder (`videovae/`, docs/paper.md §5) that then decodes instead of the VAE, and the name of its text
 encoder, so `TextToVideoPipeline.from_pretrained(dir)` needs nothing else. `interpolate=k` adds the paper's
-second stage: the shipped FrameInterpolator (interpolation.py) fills in k frames between keyframes. A folder made by the
-t2i stage holds an image U-Net: the pipeline then makes one-frame "videos" (B, 1, C, H, W).
+second stage: the shipped FrameInterpolator (interpolation.py) fills in k frames between keyframes; `upscale=2` the
+third: the shipped SuperResolution (superres.py) doubles every frame's size. A folder made by the t2i stage holds an
+image U-Net: the pipeline then makes one-frame "videos" (B, 1, C, H, W).
 """
 
 import functools
@@ -23,22 +24,15 @@ from minimagic import checkpoint, compilation
 from minimagic.diffusion import DiffusionConfig, GaussianDiffusion
 from minimagic.guidance import classifier_free_guidance
 from minimagic.interpolation import FrameInterpolator
-from minimagic.paths import CHECKPOINTS, DEFAULT_FPS, INTERP_CHECKPOINT
-from minimagic.pipeline_folder import load_pipeline, save_pipeline
+from minimagic.paths import DEFAULT_FPS, INTERP_CHECKPOINT, SUPERRES_CHECKPOINT
+from minimagic.pipeline_folder import default_checkpoint, load_pipeline, save_pipeline
 from minimagic.streaming import stream_pipeline
+from minimagic.superres import SuperResolution
 from minimagic.text import TextEncoder
 from minimagic.unet import UNet2D, UNetConfig
 from minimagic.vae import VAE
 from minimagic.video_unet import VideoUNet
 from minimagic.videovae import VideoVAE
-
-
-def default_checkpoint() -> Path:
-    """The furthest shipped stage: the text-to-video model, else the text-to-image model."""
-    for name in ("t2v-moving-digits", "t2i-moving-digits"):
-        if (CHECKPOINTS / name / checkpoint.CONFIG).is_file():
-            return CHECKPOINTS / name
-    raise FileNotFoundError(f"no shipped t2v or t2i checkpoint under {CHECKPOINTS}")
 
 
 def checked_batches(call):
@@ -72,6 +66,7 @@ class TextToVideoPipeline:
                  diffusion: GaussianDiffusion | None = None, image_size: int = 64, videovae: VideoVAE | None = None):
         self.unet, self.vae, self.text_encoder, self.videovae = unet, vae, text_encoder, videovae
         self.interpolator: FrameInterpolator | None = None  # loaded on the first `interpolate=k` call
+        self.superres: SuperResolution | None = None  # the shipped one, loaded on the first `upscale=2` call
         self.diffusion = diffusion or GaussianDiffusion(DiffusionConfig())
         self.is_video = isinstance(unet, VideoUNet)
         self.image_size = image_size  # frames are image_size x image_size pixels
@@ -83,7 +78,8 @@ class TextToVideoPipeline:
         return next(self.unet.parameters()).device
 
     def to(self, device: torch.device | str) -> "TextToVideoPipeline":
-        for part in (self.unet, self.vae, self.text_encoder, self.diffusion, self.videovae, self.interpolator):
+        for part in (self.unet, self.vae, self.text_encoder, self.diffusion, self.videovae, self.interpolator,
+                     self.superres):
             if part is not None:
                 part.to(device)
         return self
@@ -99,7 +95,7 @@ class TextToVideoPipeline:
                  guidance_scale: float = 4.0, eta: float = 0.0, fps: float = DEFAULT_FPS,
                  generator: torch.Generator | None = None, progress: bool = False,
                  return_latents: bool = False, decoder: str = "auto", interpolate: int = 0,
-                 first_frame: torch.Tensor | None = None, sampler: str = "ddim") -> torch.Tensor:
+                 first_frame: torch.Tensor | None = None, sampler: str = "ddim", upscale: int = 1) -> torch.Tensor:
         """Videos (B, F, C, H, W) in [-1, 1] (or their latents (B, F, c, h, w)) for B prompts; F defaults
         to the frames the model was trained on. Longer clips, and clips from a given `first_frame` (C, H, W)
         in [-1, 1] (image-to-video), are streamed frame after frame in a sliding window (streaming.py): with
@@ -107,7 +103,8 @@ class TextToVideoPipeline:
         fallback that needs continuation training). `decoder`: "vae" (frame by frame), "videovae", or "auto"
         (the VideoVAE when the pipeline has one and the clip fits it).
         `interpolate=k` fills k frames into every gap between the F keyframes: F + (F - 1) k frames.
-        `sampler`: "ddim" or "dpm++2m" (DPM-Solver++); streamed clips are sampled with DDIM."""
+        `sampler`: "ddim" or "dpm++2m" (DPM-Solver++); streamed clips are sampled with DDIM. `upscale=2` super-resolves
+        every frame (superres.py): a model trained at 32 -> 64 pixels, applied here at 64 -> 128 (not measured)."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         max_frames = self.unet.num_frames if self.is_video else 1
         num_frames = max_frames if num_frames is None else num_frames
@@ -119,6 +116,8 @@ class TextToVideoPipeline:
             raise ValueError("give at least one prompt")
         if decoder not in ("auto", "vae", "videovae") or (decoder == "videovae" and self.videovae is None):
             raise ValueError(f"decoder must be 'auto', 'vae' or 'videovae' (if the pipeline has one), got {decoder!r}")
+        if upscale not in (1, 2) or (upscale == 2 and return_latents):
+            raise ValueError(f"upscale must be 1 or 2 (2 returns frames, not latents), got {upscale}")
         if interpolate and (not self.is_video or num_frames < 2):
             raise ValueError(f"interpolate={interpolate} needs a text-to-video model and num_frames >= 2")
         interpolator = self.frame_interpolator(interpolate) if interpolate else None
@@ -149,7 +148,11 @@ class TextToVideoPipeline:
                                                      generator)
         if return_latents:
             return latents
-        return self.decode(latents, decoder)
+        video = self.decode(latents, decoder)
+        if upscale == 2:  # MagicVideo's third stage, frame by frame with x_T shared across each clip's frames
+            self.superres = self.superres or SuperResolution.from_pretrained(SUPERRES_CHECKPOINT).to(device)
+            video = self.superres.upscale(video, num_inference_steps, generator=generator)
+        return video
 
     def decode(self, latents: torch.Tensor, decoder: str = "auto") -> torch.Tensor:
         """Latents (B, F, c, h, w) -> frames (B, F, C, H, W) in [-1, 1] with the chosen decoder."""

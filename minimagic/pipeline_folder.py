@@ -17,12 +17,21 @@ from torch import nn
 
 from minimagic import checkpoint
 from minimagic.diffusion import DiffusionConfig, GaussianDiffusion
+from minimagic.paths import CHECKPOINTS
 from minimagic.text import TextEncoder, default_model_path
 from minimagic.vae import VAE
 from minimagic.videovae import VideoVAE
 
 PIPELINE_STAGES = ("t2i", "t2v", "interp")
 PIPELINE_KEYS = ("diffusion", "text_encoder", "max_length", "image_size")
+
+
+def default_checkpoint() -> Path:
+    """The furthest shipped stage: the text-to-video model, else the text-to-image model."""
+    for name in ("t2v-moving-digits", "t2i-moving-digits"):
+        if (CHECKPOINTS / name / checkpoint.CONFIG).is_file():
+            return CHECKPOINTS / name
+    raise FileNotFoundError(f"no shipped t2v or t2i checkpoint under {CHECKPOINTS}")
 
 
 def save_pipeline(directory: str | Path, stage: str, model: nn.Module, model_config: dict, diffusion: GaussianDiffusion,

@@ -55,7 +55,7 @@ def test_the_commands_recorded_in_the_shipped_checkpoints_still_parse():
 
     commands = [json.loads(path.read_text())["command"] for path in (DATA_DIR / "checkpoints").glob("*/config.json")]
     commands = [c for c in commands if c.startswith("python -m minimagic train")]
-    assert len(commands) == 5
+    assert len(commands) == 6
     for command in commands:
         args, unknown = parser().parse_known_args(shlex.split(command)[3:])
         assert unknown == [], command

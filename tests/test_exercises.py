@@ -20,6 +20,7 @@ CHECKERS = {  # checker -> reference solution
     "check_flicker": solutions.flicker,
     "check_interpolation_conditioning": solutions.interpolation_conditioning,
     "check_frechet_distance": solutions.frechet_distance,
+    "check_superres_input": solutions.superres_input,
 }
 
 
@@ -171,6 +172,23 @@ def frechet_root(a, b):
     return solutions.frechet_distance(a, b) ** 0.5
 
 
+def superres_input_swapped(x_t, low_res):
+    return solutions.superres_input(x_t, low_res).roll(x_t.shape[1], dims=1)  # [up(y) ; x_t]
+
+
+def superres_input_nearest(x_t, low_res):
+    return torch.cat([x_t, torch.nn.functional.interpolate(low_res, scale_factor=2)], dim=1)
+
+
+def superres_input_unclamped(x_t, low_res):
+    up = torch.nn.functional.interpolate(low_res, scale_factor=2, mode="bicubic")
+    return torch.cat([x_t, up], dim=1)
+
+
+def superres_input_no_noisy_frame(x_t, low_res):
+    return solutions.superres_input(x_t, low_res)[:, x_t.shape[1]:]
+
+
 
 WRONG = [
     ("check_reparameterise", reparameterise_variance, "instead of the standard deviation"),
@@ -199,6 +217,10 @@ WRONG = [
     ("check_interpolation_conditioning", conditioning_zeros, "get zeros"),
     ("check_frechet_distance", frechet_means_only, "trace) term is missing"),
     ("check_frechet_distance", frechet_root, "returned d, not d^2"),
+    ("check_superres_input", superres_input_swapped, "channels in the wrong order"),
+    ("check_superres_input", superres_input_nearest, "nearest-neighbour upsampling"),
+    ("check_superres_input", superres_input_unclamped, "not clamped"),
+    ("check_superres_input", superres_input_no_noisy_frame, "wrong shape"),
 ]
 
 

@@ -23,7 +23,7 @@ def classifier():
 
 def test_every_checkpoint_records_the_command_that_made_it():
     folders = ("vae-moving-digits", "t2i-moving-digits", "t2v-moving-digits", "videovae-moving-digits",
-               "interp-moving-digits")
+               "interp-moving-digits", "superres-moving-digits")
     for folder in folders:
         meta = json.loads((CHECKPOINTS / folder / "config.json").read_text())
         assert meta["command"].split()[:4] == ["python", "-m", "minimagic", "train"], folder

@@ -9,6 +9,7 @@ run top to bottom unfilled), or the first thing wrong, and returns True or False
 
 from minimagic.exercises.evaluation import check_frechet_distance, check_interpolation_conditioning
 from minimagic.exercises.latent import check_ddim_step, check_guidance, check_kl, check_q_sample, check_reparameterise
+from minimagic.exercises.superres import check_superres_input
 from minimagic.exercises.video import (
     check_causal_mask,
     check_flicker,
@@ -20,5 +21,5 @@ from minimagic.exercises.video import (
 __all__ = [
     "check_causal_mask", "check_ddim_step", "check_flicker", "check_frame_adaptor", "check_frechet_distance",
     "check_guidance", "check_interpolation_conditioning", "check_kl", "check_masked_attention", "check_q_sample",
-    "check_reparameterise", "check_temporal_residual",
+    "check_reparameterise", "check_superres_input", "check_temporal_residual",
 ]

@@ -4,6 +4,7 @@ Read them after trying: each is the formula of the notebook written with plain t
 """
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 
 
@@ -94,3 +95,11 @@ def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     trace_root = sqrtm(root_a @ cov_b @ root_a).trace()  # tr (S_1^{1/2} S_2 S_1^{1/2})^{1/2}
     d2 = (a.mean(0) - b.mean(0)).square().sum() + cov_a.trace() + cov_b.trace() - 2 * trace_root
     return d2.item()
+
+
+# 12 · super-resolution
+def superres_input(x_t: torch.Tensor, low_res: torch.Tensor) -> torch.Tensor:
+    """[x_t ; up(y)] (N, 2C, H, W): the noisy frame, then the low-resolution frame upsampled 2x bicubically and
+    clamped to [-1, 1]."""
+    up = F.interpolate(low_res, scale_factor=2, mode="bicubic", align_corners=False).clamp(-1, 1)  # (N, C, H, W)
+    return torch.cat([x_t, up], dim=1)

@@ -5,7 +5,8 @@ t2i: the text-to-image latent U-Net whose 2D weights MagicVideo reuses (docs/pap
 t2v: that U-Net inflated to video with adaptors and directed temporal attention (docs/paper.md §2-3);
 videovae: the VideoVAE decoder that removes frame-to-frame dithering (docs/paper.md §5);
 interp: the frame interpolation model that fills in frames between keyframes (docs/paper.md §1);
-continuation: a t2v model taught to continue a clip, for streaming (docs/paper.md §10).
+continuation: a t2v model taught to continue a clip, for streaming (docs/paper.md §10);
+superres: the pixel-space diffusion model that super-resolves every frame (docs/paper.md §1.1).
 
 Each file holds one stage: a class following `train.Stage`, with an `Options` dataclass (its CLI flags).
 `STAGES` below is the one list of them: the CLI's `train STAGE` and `evaluate` below read it. Adding a stage is
@@ -27,17 +28,18 @@ import torch
 from minimagic import checkpoint
 from minimagic.stages.continuation import ContinuationOptions, ContinuationStage
 from minimagic.stages.interp import InterpolationOptions, InterpolationStage
+from minimagic.stages.superres import SuperResOptions, SuperResStage
 from minimagic.stages.t2i import TextToImageOptions, TextToImageStage
 from minimagic.stages.t2v import TextToVideoOptions, TextToVideoStage
 from minimagic.stages.vae import VAEOptions, VAEStage
 from minimagic.stages.videovae import VideoVAEOptions, VideoVAEStage
 
 STAGES = {stage.name: stage for stage in (VAEStage, TextToImageStage, TextToVideoStage, VideoVAEStage,
-                                          InterpolationStage, ContinuationStage)}
+                                          InterpolationStage, ContinuationStage, SuperResStage)}
 
 __all__ = ["STAGES", "evaluate", "get_stage", "ContinuationOptions", "ContinuationStage", "InterpolationOptions",
-           "InterpolationStage", "TextToImageOptions", "TextToImageStage", "TextToVideoOptions", "TextToVideoStage",
-           "VAEOptions", "VAEStage", "VideoVAEOptions", "VideoVAEStage"]
+           "InterpolationStage", "SuperResOptions", "SuperResStage", "TextToImageOptions", "TextToImageStage",
+           "TextToVideoOptions", "TextToVideoStage", "VAEOptions", "VAEStage", "VideoVAEOptions", "VideoVAEStage"]
 
 
 def get_stage(name: str) -> type:
