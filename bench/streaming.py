@@ -165,6 +165,9 @@ def markdown(results: dict) -> str:
              f"{meta['threads']} CPU thread(s). Directed models stream frame by frame with the KV cache; bidirectional "
              f"ones sample their first window jointly, then {meta['bidirectional_block']} frame(s) at a time after "
              "the last finished frames of the window.", "",
+             "Models (each checkpoint's config.json: its training command and step):", ""]
+    lines += [f"- {name}: `{info['command']}`, step {info['step']}" for name, info in meta["models"].items()]
+    lines += ["",
              f"## Latency (one prompt, {meta['latency_steps']} DDIM steps per frame, seconds; first frame: median "
              f"of {meta['latency_repeats']})", "",
              "| mode | first frame | " + " | ".join(f"{n} frames" for n in lengths) + " | per new frame |",
@@ -218,15 +221,20 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         if not args.directed or not args.bidirectional:
             raise ValueError("give --directed and --bidirectional checkpoint folders (or --quick)")
-        pipes = {f"{kind} {Path(path).parent.name}": TextToVideoPipeline.from_pretrained(path)
-                 for kind, paths in (("directed", args.directed), ("bidirectional", args.bidirectional))
-                 for path in paths}
+        folders = {f"{kind} {Path(path).parent.name}/{Path(path).name}": Path(path)
+                   for kind, paths in (("directed", args.directed), ("bidirectional", args.bidirectional))
+                   for path in paths}
+        pipes = {name: TextToVideoPipeline.from_pretrained(path) for name, path in folders.items()}
     names = list(pipes)
     directed = [n for n in names if n.startswith("directed")]
     bidirectional = [n for n in names if n.startswith("bidirectional")]
     classifier = DigitClassifier.from_pretrained()
     command = "python bench/streaming.py " + shlex.join(sys.argv[1:] if argv is None else argv)
-    results = {"meta": {"command": command, "quick": args.quick, "steps": args.steps, "clips": args.clips,
+    models = {name: {key: json.loads((folders[name] / "config.json").read_text()).get(key) for key in
+                     ("command", "step")} for name in names} if not args.quick else {
+        name: {"command": "random tiny weights", "step": 0} for name in names}
+    results = {"meta": {"command": command, "quick": args.quick, "models": models, "steps": args.steps,
+                        "clips": args.clips,
                         "latency_steps": args.latency_steps, "latency_repeats": args.latency_repeats,
                         "guidance": args.guidance, "seed": args.seed,
                         "bidirectional_block": args.bidirectional_block, "threads": torch.get_num_threads()},
