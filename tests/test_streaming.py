@@ -305,7 +305,7 @@ def test_continuation_stage_trains_saves_and_the_saved_model_streams(tiny_pipeli
     unet = tiny_video_unet(num_frames=8)  # the training clips have 8 frames
     tiny_t2v = TextToVideoPipeline(unet, tiny_pipeline.vae, tiny_pipeline.text_encoder, image_size=64)
     tiny_t2v.save_pretrained(tmp_path / "t2v", command="test")
-    stage = ContinuationStage(init=tmp_path / "t2v", num_clips=4, temporal_attention="bidirectional")
+    stage = ContinuationStage(init=tmp_path / "t2v", num_clips=4, temporal_attention="bidirectional", clip_frames=12)
     assert stage.model.config.temporal_attention == "bidirectional"
     for name, value in unet.state_dict().items():  # the t2v weights, under another mask
         torch.testing.assert_close(stage.model.state_dict()[name], value, atol=1e-3 * value.abs().max() + 1e-6, rtol=0)
