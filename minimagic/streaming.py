@@ -37,17 +37,21 @@ from minimagic.video_unet import VideoUNet
 
 
 def continuation_loss(model: VideoUNet, diffusion: GaussianDiffusion, x0: torch.Tensor, context: torch.Tensor,
-                      fps: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+                      fps: torch.Tensor, generator: torch.Generator | None = None,
+                      min_prefix: torch.Tensor | None = None) -> torch.Tensor:
     """|| eps - eps_theta([z_0^{<k}, z_t^{>=k}], [0, .., 0, t, .., t]) ||^2 on the noisy frames only.
 
-    A clean prefix of random length: per clip, k ~ U{0..F-1} first frames are given clean at t = 0 and the
+    A clean prefix of random length: per clip, k ~ U{m..F-1} first frames are given clean at t = 0 and the
     other frames are noised at one t ~ U{0..T-1}. k = 0 is the text-to-video loss; k >= 1 teaches the model to
-    continue a clip (k = 1: image-to-video), which is what `stream_latents` asks of it."""
+    continue a clip (k = 1: image-to-video), which is what `stream_latents` asks of it. min_prefix m (B,)
+    (default 0): windows cut from the middle of a long clip get m = 1, as streaming never starts one unseen."""
     if x0.ndim != 5:
         raise ValueError(f"x0 must be latents (B, F, c, h, w), got {tuple(x0.shape)}")
     B, num_frames = x0.shape[:2]
     draw = generator.device if generator is not None else x0.device
-    k = torch.randint(0, num_frames, (B,), generator=generator, device=draw).to(x0.device)  # prefix lengths
+    low = torch.zeros(B, device=draw) if min_prefix is None else min_prefix.to(draw).float().clamp(0, num_frames - 1)
+    uniform = torch.rand(B, generator=generator, device=draw)
+    k = (low + uniform * (num_frames - low)).long().clamp(max=num_frames - 1).to(x0.device)  # (B,) prefix lengths
     t = torch.randint(0, diffusion.num_timesteps, (B,), generator=generator, device=draw).to(x0.device)
     noise = torch.randn(x0.shape, generator=generator, device=draw).to(x0.device, x0.dtype)  # eps
     given = torch.arange(num_frames, device=x0.device) < k[:, None]  # (B, F): True = clean prefix frame

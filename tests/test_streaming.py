@@ -8,9 +8,11 @@ import torch
 from torchvision.utils import save_image
 
 from minimagic.__main__ import main
-from minimagic.data import DATA_DIR
+from minimagic.bounces import acceptable_directions, direction_kept
+from minimagic.data import DATA_DIR, DIRECTION_NAMES, MovingDigits
 from minimagic.diffusion import GaussianDiffusion
 from minimagic.exercises.streaming import check_streaming_mask, streaming_mask
+from minimagic.metrics import motion_direction
 from minimagic.pipeline import TextToVideoPipeline
 from minimagic.stages import ContinuationStage
 from minimagic.streaming import continuation_loss, stream_latents
@@ -159,6 +161,61 @@ def test_continuation_loss_gives_the_prefix_clean_at_t0_and_scores_only_the_nois
     assert torch.equal(seen["x_t"][given], x0[given]) and not torch.equal(seen["x_t"][~given], x0[~given])
     loss.backward()
     assert torch.isfinite(loss) and loss > 0
+    continuation_loss(spy, GaussianDiffusion(), x0, context, fps.repeat(4), torch.Generator().manual_seed(0),
+                      min_prefix=torch.ones(8, dtype=torch.long))  # windows cut after frame 0 of a long clip
+    assert (seen["t"][:, 0] == 0).all() and (seen["t"][:, -1] > 0).all()
+
+
+def test_continuation_batches_are_windows_of_the_long_bouncing_clips(tiny_pipeline, tmp_path):
+    unet = tiny_video_unet(num_frames=8)
+    TextToVideoPipeline(unet, tiny_pipeline.vae, tiny_pipeline.text_encoder, image_size=64).save_pretrained(
+        tmp_path / "t2v", command="test")
+    stage = ContinuationStage(init=tmp_path / "t2v", num_clips=3, clip_frames=12)
+    latents = stage.clips["latents"]  # (3, 12, c, h, w)
+    assert latents.shape[:2] == (3, 12)
+    batch = stage.batch(16, torch.Generator().manual_seed(0))
+    assert batch["x0"].shape == (16, 8, *latents.shape[2:]) and set(batch["offset"].tolist()) - {0}
+    for x0, offset in zip(batch["x0"], batch["offset"].tolist(), strict=True):
+        assert any(torch.equal(x0, clip[offset:offset + 8]) for clip in latents)
+    with pytest.raises(ValueError, match="clip_frames must be >= the model's 8 frames"):
+        ContinuationStage(init=tmp_path / "t2v", num_clips=3, clip_frames=4)
+
+
+def bouncing_clips(num_clips: int = 40, num_frames: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    data = MovingDigits("test", num_frames=num_frames, length=num_clips, seed=1)
+    items = [data[i] for i in range(num_clips)]
+    return torch.stack([item["video"] for item in items]), torch.tensor([item["direction"] for item in items])
+
+
+def digit_at(positions: list[tuple[int, int]]) -> torch.Tensor:
+    """A (1, F, 1, 64, 64) clip of a 28x28 block whose top-left corner is at each (x, y)."""
+    video = -torch.ones(1, len(positions), 1, 64, 64)
+    for f, (x, y) in enumerate(positions):
+        video[0, f, 0, y + 4:y + 24, x + 8:x + 20] = 1  # a digit-like stroke block centred in its 28x28 box
+    return video
+
+
+def test_real_bouncing_clips_keep_the_bounce_aware_direction_in_every_window():
+    videos, directions = bouncing_clips()
+    assert direction_kept(videos, directions, 8).all()
+    captioned = torch.stack([motion_direction(videos[:, w:w + 8]) == directions for w in range(0, 32, 8)], 1)
+    assert not captioned[:, 1:].all()  # they do bounce: the caption alone would score them wrong
+
+
+def test_a_digit_that_turns_back_in_mid_canvas_or_sticks_to_a_wall_is_scored_wrong():
+    right = DIRECTION_NAMES.index("right")
+    turns_back = digit_at([(3 + 2 * f, 18) for f in range(8)] + [(17 - 2 * f, 18) for f in range(8)])
+    assert direction_kept(turns_back, torch.tensor([right]), 8).tolist() == [[True, False]]
+    bounces = digit_at([(20 + 3 * f, 18) for f in range(6)] + [(36 - 3 * f, 18) for f in range(1, 11)])
+    assert direction_kept(bounces, torch.tensor([right]), 8).tolist() == [[True, True]]
+    sticks = digit_at([(20 + 3 * f, 18) for f in range(6)] + [(36, 18)] * 10)
+    assert direction_kept(sticks, torch.tensor([right]), 8).tolist() == [[True, False]]
+    acceptable = acceptable_directions(bounces, torch.tensor([right]), 8)[0]  # (2 windows, 8)
+    assert acceptable[1].tolist() == [name == "left" for name in DIRECTION_NAMES]
+    with pytest.raises(ValueError, match="window must be in"):
+        direction_kept(bounces, torch.tensor([right]), 20)
+    with pytest.raises(ValueError, match="one direction per clip"):
+        direction_kept(bounces, torch.tensor([right, right]), 8)
 
 
 @pytest.fixture(scope="module")
@@ -248,7 +305,7 @@ def test_continuation_stage_trains_saves_and_the_saved_model_streams(tiny_pipeli
     unet = tiny_video_unet(num_frames=8)  # the training clips have 8 frames
     tiny_t2v = TextToVideoPipeline(unet, tiny_pipeline.vae, tiny_pipeline.text_encoder, image_size=64)
     tiny_t2v.save_pretrained(tmp_path / "t2v", command="test")
-    stage = ContinuationStage(init=tmp_path / "t2v", num_clips=4, temporal_attention="bidirectional")
+    stage = ContinuationStage(init=tmp_path / "t2v", num_clips=4, temporal_attention="bidirectional", clip_frames=12)
     assert stage.model.config.temporal_attention == "bidirectional"
     for name, value in unet.state_dict().items():  # the t2v weights, under another mask
         torch.testing.assert_close(stage.model.state_dict()[name], value, atol=1e-3 * value.abs().max() + 1e-6, rtol=0)

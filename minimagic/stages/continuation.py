@@ -2,8 +2,12 @@
 
 The shipped t2v model is trained further with `continuation_loss` (streaming.py): a random-length clean prefix
 of each clip is given at t = 0 and the model denoises the rest, so that frames can be generated after frames
-that are already finished. `temporal_attention="bidirectional"` trains the bidirectional ablation the same
-way, from the same weights, to measure what directed attention buys when streaming.
+that are already finished. The training clips are windows of F frames cut at a random start from long clips
+(`clip_frames`, 32 by default) that bounce off the walls, captioned with their first leg as the data set does:
+what a stream past F frames asks of the model (its sliding window re-indexes each window to rows 0 .. F-1).
+A window cut after frame 0 always gets at least one given frame: a stream never starts a window unseen.
+`temporal_attention="bidirectional"` trains the bidirectional ablation the same way, from the same weights,
+to measure what directed attention buys when streaming.
 """
 
 from dataclasses import dataclass, replace
@@ -12,6 +16,7 @@ from pathlib import Path
 import torch
 from torchvision.utils import save_image
 
+from minimagic.clips import captions, encode_clips
 from minimagic.paths import T2V_CHECKPOINT
 from minimagic.stages.t2v import TextToVideoOptions, TextToVideoStage
 from minimagic.streaming import continuation_loss
@@ -27,6 +32,7 @@ class ContinuationOptions:
     init: str = option(str(T2V_CHECKPOINT), "the t2v pipeline to teach continuation")
     num_clips: int = option(6000, "Moving-digit training clips")
     temporal_attention: str = option("directed", "directed, or bidirectional (the ablation; same weights)")
+    clip_frames: int = option(32, "frames of the long, bouncing clips the training windows are cut from")
 
 
 class ContinuationStage(TextToVideoStage):
@@ -48,10 +54,27 @@ class ContinuationStage(TextToVideoStage):
             model = VideoUNet.from_config_dict(config)
             model.load_state_dict(self.model.state_dict())  # same parameters, another mask
             self.model = model.train()
+        window = self.model.num_frames
+        if options.clip_frames < window:
+            raise ValueError(f"clip_frames must be >= the model's {window} frames, got {options.clip_frames}")
+        if options.clip_frames > window:
+            long = encode_clips(self.vae, "train", options.num_clips, num_frames=options.clip_frames)
+            self.clips = {**self.clips, "latents": long["latents"],  # (N, clip_frames, c, h, w)
+                          "captions": captions(long["digits"], long["directions"])}
+
+    def batch(self, batch_size: int, generator: torch.Generator) -> dict:
+        """A window of F frames at a random start of each drawn clip; `offset` > 0: cut after frame 0."""
+        batch = super().batch(batch_size, generator)  # x0 (B, clip_frames, c, h, w)
+        window, clip_frames = self.model.num_frames, batch["x0"].shape[1]
+        offset = torch.randint(clip_frames - window + 1, (batch_size,), generator=generator)  # (B,)
+        frames = offset[:, None] + torch.arange(window)  # (B, F) frame indices
+        x0 = batch["x0"][torch.arange(batch_size)[:, None], frames]  # (B, F, c, h, w)
+        return {**batch, "x0": x0, "offset": offset}
 
     def loss(self, model, batch: dict, generator: torch.Generator) -> torch.Tensor:
         diffusion = self.diffusion.to(batch["x0"].device)
-        return continuation_loss(model, diffusion, batch["x0"], batch["context"], batch["fps"], generator)
+        return continuation_loss(model, diffusion, batch["x0"], batch["context"], batch["fps"], generator,
+                                 min_prefix=(batch["offset"] > 0).long())
 
     def preview(self, model, path: Path, generator: torch.Generator) -> None:
         pipe = self.pipeline(model)
