@@ -7,11 +7,11 @@ from pathlib import Path
 import minimagic
 
 LAYERS = [  # lowest first
-    {"paths", "embedding", "allocator", "device", "checkpoint"},
+    {"paths", "embedding", "allocator", "compilation", "device", "checkpoint"},
     {"data", "video", "videofolder", "text"},
     {"autoencoder", "vae", "adaptor", "spatial_transformer", "temporal_attention", "unet", "video_unet", "videovae",
      "diffusion", "dpm_solver", "guidance", "interpolation", "pretrained", "sd_unet", "metrics", "strokes",
-     "video_classifier", "fvd"},  # the models
+     "video_classifier", "fvd", "superres", "bounces"},  # the models
     {"streaming", "pipeline_folder", "pipeline"},
     {"evaluate", "exercises"},
     {"clips", "distributed", "train_state", "train", "stages"},  # training
