@@ -59,12 +59,12 @@ def summary(clips: dict, seconds: float) -> dict:
 
 @torch.no_grad()
 def compare(pipe: TextToVideoPipeline, settings: list[str], num_videos: int, seed: int, batch_size: int,
-            out: Path | None) -> dict:
+            out: Path | None, first_clip: int = 0) -> dict:
     classifier, prompts = DigitClassifier.from_pretrained(), prompts_for(num_videos, seed)
     parsed = {text: parse_setting(text) for text in settings}
     clips = {text: {"digit": [], "direction": [], "same_digit": [], "strokes": []} for text in settings}
     seconds, results = dict.fromkeys(settings, 0.0), {}
-    for start in range(0, num_videos, batch_size):
+    for start in range(first_clip, num_videos, batch_size):
         batch = prompts[start : start + batch_size]
         directions = torch.tensor([parse_caption(p)[0][1] for p in batch])  # (b,)
         for text, setting in parsed.items():
@@ -77,7 +77,7 @@ def compare(pipe: TextToVideoPipeline, settings: list[str], num_videos: int, see
             clips[text]["direction"].append(scores["predicted_direction"] == directions)
             clips[text]["same_digit"].append((predicted == predicted[:, :1]).all(1) & (predicted[:, 0] != NO_DIGIT))
             clips[text]["strokes"].append(spurious_strokes(videos).mean(1))
-        results = {"seed": seed, "batch_size": batch_size,
+        results = {"seed": seed, "batch_size": batch_size, "first_clip": first_clip,
                    "settings": {text or "defaults": {**parsed[text], **summary(clips[text], seconds[text])}
                                 for text in settings}}
         first = torch.cat(clips[settings[0]]["same_digit"])
@@ -97,13 +97,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2, help="2: the validation seed (1 is held out)")
     parser.add_argument("--num-videos", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=10)
+    parser.add_argument("--first-clip", type=int, default=0, help="resume after a run that stopped at this clip "
+                        "(a multiple of --batch-size: the same prompts and noise as an uninterrupted run)")
     parser.add_argument("--out", type=Path, help="JSON written after every batch")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
-    if args.num_videos < 1 or args.batch_size < 1:
-        raise ValueError("--num-videos and --batch-size must be >= 1")
+    if args.num_videos < 1 or args.batch_size < 1 or not 0 <= args.first_clip < args.num_videos:
+        raise ValueError("--num-videos and --batch-size must be >= 1, --first-clip in [0, --num-videos)")
+    if args.first_clip % args.batch_size:
+        raise ValueError(f"--first-clip {args.first_clip} must be a multiple of --batch-size {args.batch_size}")
     pipe = TextToVideoPipeline.from_pretrained(args.checkpoint, device=pick_device(args.device))
-    print(json.dumps(compare(pipe, args.settings, args.num_videos, args.seed, args.batch_size, args.out), indent=2))
+    results = compare(pipe, args.settings, args.num_videos, args.seed, args.batch_size, args.out, args.first_clip)
+    print(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -91,6 +91,8 @@ def test_levers_bench_pairs_settings_on_the_same_noise(pipe, load_script, tmp_pa
     assert rows[settings[1]]["kept_only_with / only_without"] == [0, 0]
     assert rows[settings[1]]["spurious_strokes"] == rows[settings[0]]["spurious_strokes"]
     assert (tmp_path / "levers.json").is_file()
+    resumed = bench.compare(pipe, settings[:1], num_videos=3, seed=2, batch_size=2, out=None, first_clip=2)
+    assert resumed["settings"][settings[0]]["clips"] == 1
 
 
 @pytest.mark.parametrize("options, message", [
