@@ -4,12 +4,15 @@ Every setting generates the same prompts from the same noise (the prompts and se
 kind: random "the digit k moves d"), batch after batch, the settings taking turns so that load from other
 processes hits them alike. After each batch the running scores go to --out (JSON): the digit classifier's
 digit / direction / same-digit-in-all-frames scores (metrics.py), spurious strokes (strokes.py), time per clip,
-and, against the first setting, the clips that keep their digit only with the setting or only without it.
+each clip's same-digit outcome, and, against the first setting, the clips that keep their digit only with the
+setting or only without it.
 A setting is pipeline keyword arguments over the `generate` defaults, e.g. "shared_noise=0.3,guidance_scale=10";
 "" is the defaults themselves.
 
     OMP_NUM_THREADS=1 python bench/levers.py --seed 2 --num-videos 300 --settings "" "shared_noise=0.3" \\
         --out runs/levers.json                     # the shipped t2v model, CPU: ~8 s per clip and setting
+
+`--demo` scores one clip instead: `make demo`'s (`generate --prompt P --seed 0`), its spurious strokes per frame.
 """
 
 import argparse
@@ -25,7 +28,7 @@ from minimagic.metrics import NO_DIGIT, DigitClassifier, parse_caption, video_sc
 from minimagic.pipeline import TextToVideoPipeline
 from minimagic.strokes import spurious_strokes
 
-DEFAULTS = {"num_inference_steps": 50, "guidance_scale": 7.5, "sampler": "ddim", "shared_noise": 0.0}
+DEFAULTS = {"num_inference_steps": 50, "guidance_scale": 7.5, "sampler": "ddim", "eta": 0.0, "shared_noise": 0.0}
 
 
 def parse_setting(text: str) -> dict:
@@ -54,7 +57,16 @@ def summary(clips: dict, seconds: float) -> dict:
             "digit_accuracy": round(torch.cat(clips["digit"]).mean().item(), 4),
             "direction_accuracy": round(torch.cat(clips["direction"]).float().mean().item(), 4),
             "identity_consistency": round(same.mean().item(), 4),
-            "spurious_strokes": round(torch.cat(clips["strokes"]).mean().item(), 5)}
+            "spurious_strokes": round(torch.cat(clips["strokes"]).mean().item(), 5),
+            "same_digit_per_clip": same.int().tolist()}
+
+
+@torch.no_grad()
+def demo_strokes(pipe: TextToVideoPipeline, settings: list[str], prompt: str, seed: int = 0) -> dict:
+    """Per setting, the spurious strokes of each frame of the clip `generate --prompt prompt --seed seed` makes."""
+    return {text or "defaults": [round(share, 4) for share in spurious_strokes(pipe(
+        [prompt], generator=torch.Generator().manual_seed(seed), **parse_setting(text)))[0].tolist()]
+        for text in settings}
 
 
 @torch.no_grad()
@@ -100,6 +112,7 @@ def main() -> None:
     parser.add_argument("--first-clip", type=int, default=0, help="resume after a run that stopped at this clip "
                         "(a multiple of --batch-size: the same prompts and noise as an uninterrupted run)")
     parser.add_argument("--out", type=Path, help="JSON written after every batch")
+    parser.add_argument("--demo", metavar="PROMPT", help="only the clip `generate --prompt PROMPT --seed 0` makes")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     if args.num_videos < 1 or args.batch_size < 1 or not 0 <= args.first_clip < args.num_videos:
@@ -107,6 +120,9 @@ def main() -> None:
     if args.first_clip % args.batch_size:
         raise ValueError(f"--first-clip {args.first_clip} must be a multiple of --batch-size {args.batch_size}")
     pipe = TextToVideoPipeline.from_pretrained(args.checkpoint, device=pick_device(args.device))
+    if args.demo:
+        print(json.dumps({"prompt": args.demo, "spurious_strokes": demo_strokes(pipe, args.settings, args.demo)}))
+        return
     results = compare(pipe, args.settings, args.num_videos, args.seed, args.batch_size, args.out, args.first_clip)
     print(json.dumps(results, indent=2))
 

@@ -93,6 +93,8 @@ def test_levers_bench_pairs_settings_on_the_same_noise(pipe, load_script, tmp_pa
     assert (tmp_path / "levers.json").is_file()
     resumed = bench.compare(pipe, settings[:1], num_videos=3, seed=2, batch_size=2, out=None, first_clip=2)
     assert resumed["settings"][settings[0]]["clips"] == 1
+    demo = bench.demo_strokes(pipe, settings[:2], PROMPT[0])
+    assert demo[settings[0]] == demo[settings[1]] and len(demo[settings[0]]) == 2
 
 
 @pytest.mark.parametrize("options, message", [
