@@ -78,9 +78,9 @@ def generate_command(args: argparse.Namespace, argv: list[str]) -> None:
         raise ValueError(f"--fps must be in (0, 1000] frames per second, got {args.fps}")
     if args.interpolate < 0:
         raise ValueError(f"--interpolate must be >= 0, got {args.interpolate}")
-    if args.stream and (args.interpolate or args.sampler != "ddim" or args.shared_noise):
-        raise ValueError("--stream writes DDIM keyframes as they finish: drop --interpolate, --sampler and "
-                         "--shared-noise")
+    if args.stream and (args.interpolate or args.sampler != "ddim" or args.shared_noise or args.eta):
+        raise ValueError("--stream writes DDIM keyframes as they finish: drop --interpolate, --sampler, "
+                         "--shared-noise and --eta")
     pipe = TextToVideoPipeline.from_pretrained(args.checkpoint, device=pick_device(args.device))
     kind = "text-to-video" if pipe.is_video else "text-to-image (no text-to-video checkpoint yet: one frame)"
     print(f"{kind} model from {args.checkpoint or 'the shipped checkpoint'}")
@@ -95,7 +95,7 @@ def generate_command(args: argparse.Namespace, argv: list[str]) -> None:
         video = pipe([args.prompt], num_frames=args.num_frames, num_inference_steps=args.steps,
                      guidance_scale=args.guidance, fps=args.fps, generator=generator, progress=True,
                      interpolate=args.interpolate, first_frame=first, sampler=args.sampler,
-                     shared_noise=args.shared_noise)[0]  # (F, C, H, W)
+                     shared_noise=args.shared_noise, eta=args.eta)[0]  # (F, C, H, W)
     fps = args.fps * (args.interpolate + 1)  # the in-between frames keep the keyframes' pace
     print(f"wrote {save_video(video, args.out, fps=fps)}: {tuple(video.shape)} for {args.prompt!r}")
 
@@ -106,7 +106,8 @@ def evaluate_command(args: argparse.Namespace, argv: list[str]) -> None:
     from minimagic.stages import evaluate
 
     given = (("num_videos", args.num_videos), ("per_digit", args.per_digit), ("guidance_scale", args.guidance),
-             ("steps", args.steps), ("sampler", args.sampler), ("shared_noise", args.shared_noise))
+             ("steps", args.steps), ("sampler", args.sampler), ("shared_noise", args.shared_noise),
+             ("eta", args.eta))
     if any(value is not None and value < 1 for name, value in given if name in ("num_videos", "per_digit", "steps")):
         raise ValueError("--num-videos, --per-digit and --steps must be >= 1")
     if args.out is not None:
@@ -144,6 +145,7 @@ def parser() -> Parser:
                      help="keyframe sampler: DDIM or DPM-Solver++ (2M)")
     gen.add_argument("--shared-noise", type=number(float), default=0.0, metavar="A",
                      help="share a fraction A of the starting noise's variance across frames (0 <= A <= 1)")
+    gen.add_argument("--eta", type=number(float), default=0.0, help="DDIM's eta: 0 deterministic, 1 DDPM's noise")
     gen.add_argument("--num-frames", type=number(int), help="frames to generate (default: as trained; more are "
                      "streamed)")
     gen.add_argument("--first-frame", metavar="PNG", help="image-to-video: this image is frame 0 (image_size square)")
@@ -163,6 +165,7 @@ def parser() -> Parser:
     ev.add_argument("--steps", type=number(int), help="DDIM steps of the samplers (default 25)")
     ev.add_argument("--sampler", choices=["ddim", "dpm++2m"], help="t2v: the keyframe sampler (default ddim)")
     ev.add_argument("--shared-noise", type=number(float), metavar="A", help="t2v: noise shared across frames (0)")
+    ev.add_argument("--eta", type=number(float), help="t2v: DDIM's eta (default 0, deterministic)")
     ev.add_argument("--seed", type=number(int), default=1, help="seed of prompts and noise (training never uses 1)")
     ev.add_argument("--out", help="write OUT.json and OUT.md")
     ev.set_defaults(func=evaluate_command)

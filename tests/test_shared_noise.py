@@ -1,4 +1,5 @@
-"""The mixed noise prior (shared_noise): shapes, the old path when off, frames correlated by a, bad values."""
+"""The mixed noise prior (shared_noise): shapes, the old path when off, frames correlated by a, bad values;
+bench/levers.py; generate's --shared-noise and --eta."""
 
 import pytest
 import torch
@@ -99,11 +100,23 @@ def test_levers_bench_pairs_settings_on_the_same_noise(pipe, load_script, tmp_pa
 
 @pytest.mark.parametrize("options, message", [
     (["--shared-noise", "1.5"], "shared_noise must be in [0, 1]"),
-    (["--shared-noise", "0.3", "--stream"], "drop --interpolate, --sampler and --shared-noise"),
+    (["--shared-noise", "0.3", "--stream"], "drop --interpolate, --sampler, --shared-noise and --eta"),
+    (["--eta", "-1"], "eta must be >= 0"),
+    (["--eta", "1", "--stream"], "drop --interpolate, --sampler, --shared-noise and --eta"),
 ])
-def test_generate_rejects_bad_shared_noise_in_one_line(options, message, tmp_path, monkeypatch, capsys):
+def test_generate_rejects_bad_shared_noise_and_eta_in_one_line(options, message, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exit_info:
         main(["generate", "--prompt", "the digit one moves up", "--steps", "1", *options])
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and "\n" not in err and message in err, err
+
+
+def test_evaluate_passes_eta_and_shared_noise_to_the_clips(monkeypatch):
+    from minimagic import evaluate
+
+    seen = {}
+    monkeypatch.setattr(evaluate.TextToVideoPipeline, "from_pretrained", staticmethod(lambda directory: "pipe"))
+    monkeypatch.setattr(evaluate, "score_t2v", lambda pipe, **options: seen.update(options) or {})
+    evaluate.evaluate_t2v("folder", eta=1.0, shared_noise=0.3, per_digit=5)
+    assert seen == {"eta": 1.0, "shared_noise": 0.3}
