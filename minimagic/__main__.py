@@ -13,6 +13,7 @@ from pathlib import Path
 
 from minimagic import allocator
 from minimagic.flags import Parser, add_flags, check_output, number
+from minimagic.generate import generate_command
 from minimagic.paths import DEFAULT_FPS
 from minimagic.train import TrainConfig
 
@@ -62,53 +63,15 @@ def run_stage(Stage, options, cfg: TrainConfig, run_dir: Path, out: Path, argv: 
     distributed.teardown()
 
 
-def generate_command(args: argparse.Namespace, argv: list[str]) -> None:
-    import torch
-
-    from minimagic.device import pick_device
-    from minimagic.pipeline import TextToVideoPipeline
-    from minimagic.streaming import read_first_frame, stream_to_folder
-    from minimagic.superres import SuperResolution
-    from minimagic.video import WRITE_FORMATS, save_video
-
-    out = Path(args.out)  # everything checked before minutes of sampling, not after
-    if out.suffix.lower() not in WRITE_FORMATS:
-        raise ValueError(f"--out {args.out}: the video must be one of {', '.join(WRITE_FORMATS)}")
-    check_output(out, "--out video")
-    if not 0 < args.fps <= 1000:
-        raise ValueError(f"--fps must be in (0, 1000] frames per second, got {args.fps}")
-    if args.interpolate < 0:
-        raise ValueError(f"--interpolate must be >= 0, got {args.interpolate}")
-    if args.stream and (args.interpolate or args.sampler != "ddim" or args.upscale > 1):
-        raise ValueError("--stream writes DDIM keyframes as they finish: drop --interpolate, --sampler and --upscale")
-    pipe = TextToVideoPipeline.from_pretrained(args.checkpoint, device=pick_device(args.device))
-    pipe.superres = SuperResolution.from_pretrained(args.superres).to(pipe.device) if args.superres else None
-    kind = "text-to-video" if pipe.is_video else "text-to-image (no text-to-video checkpoint yet: one frame)"
-    print(f"{kind} model from {args.checkpoint or 'the shipped checkpoint'}")
-    generator = torch.Generator().manual_seed(args.seed)
-    first = read_first_frame(args.first_frame, pipe.vae.config.in_channels) if args.first_frame else None
-    if args.stream:  # every frame written to OUT_STEM/frame_NNNN.png as soon as it is finished
-        num_frames = args.num_frames or (pipe.unet.num_frames if pipe.is_video else 1)
-        video = stream_to_folder(pipe, args.prompt, num_frames, out.with_suffix(""), first,
-                                 num_inference_steps=args.steps, guidance_scale=args.guidance, fps=args.fps,
-                                 generator=generator)
-    else:
-        video = pipe([args.prompt], num_frames=args.num_frames, num_inference_steps=args.steps,
-                     guidance_scale=args.guidance, fps=args.fps, generator=generator, progress=True,
-                     interpolate=args.interpolate, first_frame=first, sampler=args.sampler,
-                     upscale=args.upscale)[0]  # (F, C, H, W)
-    fps = args.fps * (args.interpolate + 1)  # the in-between frames keep the keyframes' pace
-    print(f"wrote {save_video(video, args.out, fps=fps)}: {tuple(video.shape)} for {args.prompt!r}")
-
-
 def evaluate_command(args: argparse.Namespace, argv: list[str]) -> None:
     import json
 
     from minimagic.stages import evaluate
 
     given = (("num_videos", args.num_videos), ("per_digit", args.per_digit), ("guidance_scale", args.guidance),
-             ("steps", args.steps), ("sampler", args.sampler))
-    if any(value is not None and value < 1 for name, value in given if name not in ("guidance_scale", "sampler")):
+             ("steps", args.steps), ("sampler", args.sampler), ("shared_noise", args.shared_noise),
+             ("eta", args.eta))
+    if any(value is not None and value < 1 for name, value in given if name in ("num_videos", "per_digit", "steps")):
         raise ValueError("--num-videos, --per-digit and --steps must be >= 1")
     if args.out is not None:
         check_output(Path(args.out), "--out")
@@ -143,6 +106,9 @@ def parser() -> Parser:
     gen.add_argument("--guidance", type=number(float), default=7.5, help="classifier-free guidance scale")
     gen.add_argument("--sampler", choices=["ddim", "dpm++2m"], default="ddim",
                      help="keyframe sampler: DDIM or DPM-Solver++ (2M)")
+    gen.add_argument("--shared-noise", type=number(float), default=0.0, metavar="A",
+                     help="share a fraction A of the starting noise's variance across frames (0 <= A <= 1)")
+    gen.add_argument("--eta", type=number(float), default=0.0, help="DDIM's eta: 0 deterministic, 1 DDPM's noise")
     gen.add_argument("--num-frames", type=number(int), help="frames to generate (default: as trained; more are "
                      "streamed)")
     gen.add_argument("--first-frame", metavar="PNG", help="image-to-video: this image is frame 0 (image_size square)")
@@ -164,6 +130,8 @@ def parser() -> Parser:
     ev.add_argument("--guidance", type=number(float), help="t2v: classifier-free guidance scale (default 4)")
     ev.add_argument("--steps", type=number(int), help="DDIM steps of the samplers (default 25; superres 10)")
     ev.add_argument("--sampler", choices=["ddim", "dpm++2m"], help="t2v: the keyframe sampler (default ddim)")
+    ev.add_argument("--shared-noise", type=number(float), metavar="A", help="t2v: noise shared across frames (0)")
+    ev.add_argument("--eta", type=number(float), help="t2v: DDIM's eta (default 0, deterministic)")
     ev.add_argument("--seed", type=number(int), default=1, help="seed of prompts and noise (training never uses 1)")
     ev.add_argument("--out", help="write OUT.json and OUT.md")
     ev.set_defaults(func=evaluate_command)

@@ -148,17 +148,23 @@ class GaussianDiffusion(nn.Module):
         device: torch.device | str | None = None,
         progress: bool = False,
         x_T: Tensor | None = None,
+        shared_noise: float = 0.0,
     ) -> Tensor:
         """Reverse process from x_T ~ N(0, I), or the given `x_T`; denoise_fn(x_t, t) returns eps or v for a (B,) t.
 
         "ddpm" samples the posterior q(x_{t_prev} | x_t, x_0) (Ho et al. 2020, Eqs. 6-7), which is DDIM with
         eta = 1 (Song et al. 2021, Sec. 4.1); num_steps = T runs the full chain. "dpm++2m" is the deterministic
-        DPM-Solver++ (2M) (dpm_solver.py) over the same timesteps.
+        DPM-Solver++ (2M) (dpm_solver.py) over the same timesteps. `shared_noise` a > 0 starts a video
+        (B, F, c, h, w) from the mixed noise prior x_T = sqrt(1 - a) eps_f + sqrt(a) eps_shared (Ge et al. 2023):
+        every frame is still N(0, I), but frames are correlated by a; eps_f is the draw a = 0 uses.
         """
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if eta < 0 or (method == "ddpm" and eta not in (0.0, 1.0)) or (method == "dpm++2m" and eta != 0):
             raise ValueError(f"eta must be >= 0 for ddim (ddpm fixes eta = 1, dpm++2m eta = 0), got {eta} for {method}")
+        if not 0 <= shared_noise <= 1 or (shared_noise > 0 and len(shape) != 5):
+            raise ValueError(f"shared_noise must be in [0, 1], and > 0 only for videos (B, F, c, h, w), got "
+                             f"{shared_noise} for shape {tuple(shape)}")
         eta = 1.0 if method == "ddpm" else eta
         if x_T is not None and tuple(x_T.shape) != tuple(shape):
             raise ValueError(f"x_T must have the sample shape {tuple(shape)}, got {tuple(x_T.shape)}")
@@ -166,7 +172,13 @@ class GaussianDiffusion(nn.Module):
         steps = self.timesteps(num_steps)
         # \bar{alpha} of each step, then 1 after the last step (t = 0), so that x ends at the x_0 estimate
         abar = torch.cat([self.alphas_cumprod[steps], self.alphas_cumprod.new_ones(1)]).to(device)
-        x = _randn(tuple(shape), generator, device) if x_T is None else x_T.to(device)  # x_T
+        if x_T is not None:
+            x = x_T.to(device)
+        else:
+            x = _randn(tuple(shape), generator, device)  # x_T; eps_f of every frame
+        if shared_noise > 0:  # (B, 1, c, h, w), the same for all frames
+            shared = _randn((shape[0], 1, *shape[2:]), generator, device)
+            x = (1 - shared_noise) ** 0.5 * x + shared_noise**0.5 * shared
         if method == "dpm++2m":
             return dpm_solver_2m(self, denoise_fn, x, steps, progress)
         for i, t in enumerate(tqdm(steps, desc=f"{method} sampling", disable=not progress)):

@@ -64,7 +64,8 @@ def evaluate_t2i(directory: Path, per_digit: int = 50, seed: int = 1, steps: int
 @torch.no_grad()
 def score_t2v(pipe: TextToVideoPipeline, num_videos: int = 100, seed: int = 1, steps: int = 25,
               guidance_scale: float = 4.0, decoder: str = "auto", classifier: DigitClassifier | None = None,
-              network: VideoClassifier | None = None, sampler: str = "ddim") -> dict:
+              network: VideoClassifier | None = None, sampler: str = "ddim", shared_noise: float = 0.0,
+              eta: float = 0.0) -> dict:
     """Generate `num_videos` clips for random prompts; score them with `video_scores`, FVD-MD against as many
     held-out real clips and the FVD-MD network's prompt accuracy."""
     classifier = classifier or DigitClassifier.from_pretrained()
@@ -75,7 +76,8 @@ def score_t2v(pipe: TextToVideoPipeline, num_videos: int = 100, seed: int = 1, s
     prompts = [caption_for([d], [k]) for d, k in zip(digits.tolist(), directions.tolist(), strict=True)]
     start = time.time()
     videos = torch.cat([pipe(prompts[i : i + 25], num_inference_steps=steps, guidance_scale=guidance_scale,
-                             generator=generator, decoder=decoder, sampler=sampler)
+                             generator=generator, decoder=decoder, sampler=sampler, shared_noise=shared_noise,
+                             eta=eta)
                         for i in range(0, num_videos, 25)])  # (N, F, 1, H, W)
     seconds = (time.time() - start) / num_videos
     scores = {k: round(float(v), 4) for k, v in video_scores(videos, prompts, classifier).items()
@@ -84,6 +86,7 @@ def score_t2v(pipe: TextToVideoPipeline, num_videos: int = 100, seed: int = 1, s
     real = torch.stack([real_clips[i]["video"] for i in range(num_videos)])  # (N, F, 1, H, W)
     accuracy = prompt_accuracy(videos, prompts, network)
     return {"videos": num_videos, "sampler": sampler, "ddim_steps": steps, "guidance_scale": guidance_scale,
+            "shared_noise": shared_noise, "eta": eta,
             "seconds_per_clip": round(seconds, 2), **scores, "fvd_md": round(fvd_md(real, videos, network), 3),
             **{f"fvd_md_{k}": round(v, 4) for k, v in accuracy.items()},
             "background_flicker": round(background_flicker(videos), 5)}
@@ -91,7 +94,8 @@ def score_t2v(pipe: TextToVideoPipeline, num_videos: int = 100, seed: int = 1, s
 
 def evaluate_t2v(directory: Path, **options) -> dict:
     return score_t2v(TextToVideoPipeline.from_pretrained(directory), **{
-        k: v for k, v in options.items() if k in ("num_videos", "seed", "steps", "guidance_scale", "sampler")})
+        k: v for k, v in options.items() if k in ("num_videos", "seed", "steps", "guidance_scale", "sampler",
+                                                            "shared_noise", "eta")})
 
 
 @torch.no_grad()

@@ -42,7 +42,7 @@ def checked_batches(call):
     @functools.wraps(call)
     def wrapper(self, prompts: list[str] | str, *args, **kwargs) -> torch.Tensor:
         options = inspect.signature(call).bind(self, prompts, *args, **kwargs).arguments
-        for name in ("guidance_scale", "eta", "fps"):
+        for name in ("guidance_scale", "eta", "fps", "shared_noise"):
             if name in options and not math.isfinite(options[name]):
                 raise ValueError(f"{name} must be a finite number, got {options[name]}")
         prompts, size = [prompts] if isinstance(prompts, str) else list(prompts), self.max_batch_size
@@ -93,9 +93,9 @@ class TextToVideoPipeline:
     @torch.no_grad()
     def __call__(self, prompts: list[str] | str, num_frames: int | None = None, num_inference_steps: int = 25,
                  guidance_scale: float = 4.0, eta: float = 0.0, fps: float = DEFAULT_FPS,
-                 generator: torch.Generator | None = None, progress: bool = False,
-                 return_latents: bool = False, decoder: str = "auto", interpolate: int = 0,
-                 first_frame: torch.Tensor | None = None, sampler: str = "ddim", upscale: int = 1) -> torch.Tensor:
+                 generator: torch.Generator | None = None, progress: bool = False, return_latents: bool = False,
+                 decoder: str = "auto", interpolate: int = 0, first_frame: torch.Tensor | None = None,
+                 sampler: str = "ddim", shared_noise: float = 0.0, upscale: int = 1) -> torch.Tensor:
         """Videos (B, F, C, H, W) in [-1, 1] (or their latents (B, F, c, h, w)) for B prompts; F defaults
         to the frames the model was trained on. Longer clips, and clips from a given `first_frame` (C, H, W)
         in [-1, 1] (image-to-video), are streamed frame after frame in a sliding window (streaming.py): with
@@ -103,8 +103,10 @@ class TextToVideoPipeline:
         fallback that needs continuation training). `decoder`: "vae" (frame by frame), "videovae", or "auto"
         (the VideoVAE when the pipeline has one and the clip fits it).
         `interpolate=k` fills k frames into every gap between the F keyframes: F + (F - 1) k frames.
-        `sampler`: "ddim" or "dpm++2m" (DPM-Solver++); streamed clips are sampled with DDIM. `upscale=2` super-resolves
-        every frame (superres.py): a model trained at 32 -> 64 pixels, applied here at 64 -> 128 (not measured)."""
+        `sampler`: "ddim" or "dpm++2m" (DPM-Solver++); streamed clips are sampled with DDIM. `shared_noise` a:
+        the frames' starting noise shares a fraction a of its variance (diffusion.py's mixed noise prior).
+        `upscale=2` super-resolves every frame (superres.py): a model trained at 32 -> 64 pixels, applied here at
+        64 -> 128 (not measured)."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         max_frames = self.unet.num_frames if self.is_video else 1
         num_frames = max_frames if num_frames is None else num_frames
@@ -133,15 +135,16 @@ class TextToVideoPipeline:
 
         shape = (B, num_frames, *self.latent_size) if self.is_video else (B, *self.latent_size)
         if first_frame is not None or num_frames > max_frames:
-            if sampler != "ddim":
-                raise ValueError(f"streamed clips (first_frame, or more than {max_frames} frames) use DDIM, "
-                                 f"not {sampler!r}")
+            if sampler != "ddim" or shared_noise:
+                raise ValueError(f"streamed clips (first_frame, or more than {max_frames} frames) use DDIM from "
+                                 f"independent noise, not {sampler!r} with shared_noise={shared_noise}")
             blocks = stream_pipeline(self, prompts, num_frames, first_frame, num_inference_steps, guidance_scale,
                                      eta, fps, generator)
             latents = torch.cat(list(tqdm(blocks, "streamed blocks", disable=not progress)), dim=1)
         else:
             latents = self.diffusion.to(device).sample(denoise, shape, num_inference_steps, eta=eta, method=sampler,
-                                                       generator=generator, device=device, progress=progress)
+                                                       generator=generator, device=device, progress=progress,
+                                                       shared_noise=shared_noise)
         latents = latents if self.is_video else latents.unsqueeze(1)  # (B, F, c, h, w)
         if interpolator is not None:  # (B, F + (F - 1) k, c, h, w)
             latents = interpolator.interpolate_video(latents, interpolate, context.to(device), num_inference_steps,

@@ -15,7 +15,7 @@ LAYERS = [  # lowest first
     {"streaming", "pipeline_folder", "pipeline"},
     {"evaluate", "exercises"},
     {"clips", "distributed", "train_state", "train", "stages"},  # training
-    {"flags", "__main__"},  # the command line
+    {"flags", "generate", "__main__"},  # the command line
 ]
 LAYER = {name: index for index, names in enumerate(LAYERS) for name in names}
 PACKAGE = Path(minimagic.__file__).parent

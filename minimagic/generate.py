@@ -1,0 +1,48 @@
+"""`python -m minimagic generate`: a prompt -> keyframes (docs/paper.md §1.1, stage 1), optionally streamed frame by
+frame (§10), interpolated (stage 2) and super-resolved (stage 3), written as a video."""
+
+import argparse
+from pathlib import Path
+
+from minimagic.flags import check_output
+
+
+def generate_command(args: argparse.Namespace, argv: list[str]) -> None:
+    import torch
+
+    from minimagic.device import pick_device
+    from minimagic.pipeline import TextToVideoPipeline
+    from minimagic.streaming import read_first_frame, stream_to_folder
+    from minimagic.superres import SuperResolution
+    from minimagic.video import WRITE_FORMATS, save_video
+
+    out = Path(args.out)  # everything checked before minutes of sampling, not after
+    if out.suffix.lower() not in WRITE_FORMATS:
+        raise ValueError(f"--out {args.out}: the video must be one of {', '.join(WRITE_FORMATS)}")
+    check_output(out, "--out video")
+    if not 0 < args.fps <= 1000:
+        raise ValueError(f"--fps must be in (0, 1000] frames per second, got {args.fps}")
+    if args.interpolate < 0:
+        raise ValueError(f"--interpolate must be >= 0, got {args.interpolate}")
+    not_streamable = args.interpolate or args.sampler != "ddim" or args.upscale > 1 or args.shared_noise or args.eta
+    if args.stream and not_streamable:
+        raise ValueError("--stream writes DDIM keyframes as they finish: drop --interpolate, --sampler, --upscale, "
+                         "--shared-noise and --eta")
+    pipe = TextToVideoPipeline.from_pretrained(args.checkpoint, device=pick_device(args.device))
+    pipe.superres = SuperResolution.from_pretrained(args.superres).to(pipe.device) if args.superres else None
+    kind = "text-to-video" if pipe.is_video else "text-to-image (no text-to-video checkpoint yet: one frame)"
+    print(f"{kind} model from {args.checkpoint or 'the shipped checkpoint'}")
+    generator = torch.Generator().manual_seed(args.seed)
+    first = read_first_frame(args.first_frame, pipe.vae.config.in_channels) if args.first_frame else None
+    if args.stream:  # every frame written to OUT_STEM/frame_NNNN.png as soon as it is finished
+        num_frames = args.num_frames or (pipe.unet.num_frames if pipe.is_video else 1)
+        video = stream_to_folder(pipe, args.prompt, num_frames, out.with_suffix(""), first,
+                                 num_inference_steps=args.steps, guidance_scale=args.guidance, fps=args.fps,
+                                 generator=generator)
+    else:
+        video = pipe([args.prompt], num_frames=args.num_frames, num_inference_steps=args.steps,
+                     guidance_scale=args.guidance, fps=args.fps, generator=generator, progress=True,
+                     interpolate=args.interpolate, first_frame=first, sampler=args.sampler,
+                     upscale=args.upscale, shared_noise=args.shared_noise, eta=args.eta)[0]  # (F, C, H, W)
+    fps = args.fps * (args.interpolate + 1)  # the in-between frames keep the keyframes' pace
+    print(f"wrote {save_video(video, args.out, fps=fps)}: {tuple(video.shape)} for {args.prompt!r}")
