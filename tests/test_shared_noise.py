@@ -100,9 +100,9 @@ def test_levers_bench_pairs_settings_on_the_same_noise(pipe, load_script, tmp_pa
 
 @pytest.mark.parametrize("options, message", [
     (["--shared-noise", "1.5"], "shared_noise must be in [0, 1]"),
-    (["--shared-noise", "0.3", "--stream"], "drop --interpolate, --sampler, --shared-noise and --eta"),
+    (["--shared-noise", "0.3", "--stream"], "drop --interpolate, --sampler, --upscale, --shared-noise and --eta"),
     (["--eta", "-1"], "eta must be >= 0"),
-    (["--eta", "1", "--stream"], "drop --interpolate, --sampler, --shared-noise and --eta"),
+    (["--eta", "1", "--stream"], "drop --interpolate, --sampler, --upscale, --shared-noise and --eta"),
 ])
 def test_generate_rejects_bad_shared_noise_and_eta_in_one_line(options, message, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
