@@ -22,6 +22,7 @@ latents with CLIP's 77 x 768 text context, with and without gradient checkpointi
 
 import argparse
 import math
+import sys
 from pathlib import Path
 from unittest import mock
 
@@ -30,8 +31,11 @@ import torch.nn.functional as F
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils.flop_counter import FlopCounterMode
 
-from minimagic.unet import UNetConfig
-from minimagic.video_unet import VideoUNet, VideoUNetConfig
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from doc_section import write_section  # noqa: E402
+
+from minimagic.unet import UNetConfig  # noqa: E402
+from minimagic.video_unet import VideoUNet, VideoUNetConfig  # noqa: E402
 
 GIB = 2**30
 GPUS_GIB = (16, 24, 40, 48, 80, 141)  # common cards: T4/V100-16, 4090/A10, A100-40, L40S/A6000, A100/H100-80, H200
@@ -177,16 +181,6 @@ def markdown(results: dict, command: str) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace this script's section of `path` (between its markers), or append it."""
-    text = path.read_text() if path.is_file() else ""
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--md", type=Path, help="write the section into this Markdown file")
@@ -195,7 +189,7 @@ def main() -> None:
     section = markdown(measure(), command)
     print(section)
     if args.md:
-        write_section(args.md, section)
+        write_section(args.md, section, BEGIN, END)
 
 
 if __name__ == "__main__":

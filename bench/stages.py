@@ -43,6 +43,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import efficiency  # noqa: E402  (registers the CPU attention kernels' FLOP formulas)
+from doc_section import write_section  # noqa: E402
 
 from minimagic import allocator, compilation  # noqa: E402
 from minimagic.distributed import StageLoss  # noqa: E402
@@ -353,17 +354,6 @@ def markdown(results: dict, chain_result: dict | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace this script's section of `path` (between its markers), or append it."""
-    section = f"{BEGIN}\n{text}{END}"
-    old = path.read_text() if path.is_file() else ""
-    if BEGIN in old and END in old:
-        new = old[: old.index(BEGIN)] + section + old[old.index(END) + len(END):]
-    else:
-        new = old.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(new)
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny configs, one process, a step or two")
@@ -413,7 +403,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.out:
         args.out.write_text(json.dumps(results, indent=1) + "\n")
     if args.md:
-        write_section(args.md, text)
+        write_section(args.md, f"{BEGIN}\n{text}{END}", BEGIN, END)
     return results
 
 

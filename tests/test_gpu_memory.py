@@ -50,6 +50,6 @@ def test_batch_arithmetic_and_section_rewrite(bench, tmp_path):
     assert bench.state_bytes(counts, False) == 2000 and bench.state_bytes(counts, True) == 920
     page = tmp_path / "efficiency.md"
     page.write_text("# Efficiency\n\nother sections\n")
-    bench.write_section(page, f"{bench.BEGIN}\nfirst\n{bench.END}")
-    bench.write_section(page, f"{bench.BEGIN}\nsecond\n{bench.END}")
+    bench.write_section(page, f"{bench.BEGIN}\nfirst\n{bench.END}", bench.BEGIN, bench.END)
+    bench.write_section(page, f"{bench.BEGIN}\nsecond\n{bench.END}", bench.BEGIN, bench.END)
     assert page.read_text() == f"# Efficiency\n\nother sections\n\n{bench.BEGIN}\nsecond\n{bench.END}\n"
