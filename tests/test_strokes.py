@@ -58,7 +58,8 @@ def test_spurious_strokes_rejects_bad_input():
 @torch.no_grad()
 def test_evaluate_videovae_scores_spurious_strokes_of_generated_clips(tmp_path):
     from minimagic.evaluate import evaluate_videovae
-    from minimagic.pipeline import CHECKPOINTS, TextToVideoPipeline
+    from minimagic.paths import CHECKPOINTS
+    from minimagic.pipeline import TextToVideoPipeline
     from minimagic.text import TextEncoder
     from minimagic.unet import UNet2D, UNetConfig
     from minimagic.vae import VAE
