@@ -72,7 +72,7 @@ def evaluate_superres(directory: Path, num_videos: int = 100, seed: int = 1, ste
     truth = torch.stack([item["video"] for item in items])  # (N, F, 1, 64, 64)
     captions = [item["caption"] for item in items]
     low_res = downsample(truth.flatten(0, 1)).unflatten(0, truth.shape[:2])  # (N, F, 1, 32, 32)
-    candidates = {"bicubic": upsample(low_res.flatten(0, 1)).unflatten(0, truth.shape[:2])}
+    candidates = {"bicubic": upsample(low_res.flatten(0, 1)).unflatten(0, truth.shape[:2])}  # (B, F, C, H, W)
     for name, shared in (("sr_shared_noise", True), ("sr_independent_noise", False)):
         generator = torch.Generator().manual_seed(seed)
         candidates[name] = torch.cat([model.upscale(clips, steps, shared, generator)
