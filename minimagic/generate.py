@@ -24,10 +24,12 @@ def generate_command(args: argparse.Namespace, argv: list[str]) -> None:
         raise ValueError(f"--fps must be in (0, 1000] frames per second, got {args.fps}")
     if args.interpolate < 0:
         raise ValueError(f"--interpolate must be >= 0, got {args.interpolate}")
-    not_streamable = args.interpolate or args.sampler != "ddim" or args.upscale > 1 or args.shared_noise or args.eta
-    if args.stream and not_streamable:
-        raise ValueError("--stream writes DDIM keyframes as they finish: drop --interpolate, --sampler, --upscale, "
-                         "--shared-noise and --eta")
+    if args.stream and (args.interpolate or args.sampler != "ddim" or args.upscale > 1 or args.shared_noise):
+        raise ValueError("--stream writes DDIM keyframes as they finish: drop --interpolate, --sampler, --upscale "
+                         "and --shared-noise")
+    eta = (1.0 if args.sampler == "ddim" else 0.0) if args.eta is None else args.eta  # stochastic DDIM by default
+    if eta < 0:
+        raise ValueError(f"--eta must be >= 0, got {eta}")
     pipe = TextToVideoPipeline.from_pretrained(args.checkpoint, device=pick_device(args.device))
     pipe.superres = SuperResolution.from_pretrained(args.superres).to(pipe.device) if args.superres else None
     kind = "text-to-video" if pipe.is_video else "text-to-image (no text-to-video checkpoint yet: one frame)"
@@ -37,12 +39,12 @@ def generate_command(args: argparse.Namespace, argv: list[str]) -> None:
     if args.stream:  # every frame written to OUT_STEM/frame_NNNN.png as soon as it is finished
         num_frames = args.num_frames or (pipe.unet.num_frames if pipe.is_video else 1)
         video = stream_to_folder(pipe, args.prompt, num_frames, out.with_suffix(""), first,
-                                 num_inference_steps=args.steps, guidance_scale=args.guidance, fps=args.fps,
-                                 generator=generator)
+                                 num_inference_steps=args.steps, guidance_scale=args.guidance, eta=eta,
+                                 fps=args.fps, generator=generator)
     else:
         video = pipe([args.prompt], num_frames=args.num_frames, num_inference_steps=args.steps,
                      guidance_scale=args.guidance, fps=args.fps, generator=generator, progress=True,
                      interpolate=args.interpolate, first_frame=first, sampler=args.sampler,
-                     upscale=args.upscale, shared_noise=args.shared_noise, eta=args.eta)[0]  # (F, C, H, W)
+                     upscale=args.upscale, shared_noise=args.shared_noise, eta=eta)[0]  # (F, C, H, W)
     fps = args.fps * (args.interpolate + 1)  # the in-between frames keep the keyframes' pace
     print(f"wrote {save_video(video, args.out, fps=fps)}: {tuple(video.shape)} for {args.prompt!r}")

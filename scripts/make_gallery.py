@@ -1,8 +1,8 @@
 """The README's gallery: one GIF grid of clips that the shipped text-to-video model makes for a range of prompts.
 
 Every clip comes from `TextToVideoPipeline.from_pretrained()` (the shipped t2v checkpoint with its VideoVAE)
-at the `generate` defaults, 50 DDIM steps and guidance 7.5, one batch from one seed: nothing is picked by
-hand. The grid has ROWS x COLUMNS cells, one prompt each, read left to right, top to bottom; the prompts
+at the `generate` defaults, 50 DDIM steps with eta = 1 and guidance 7.5, one batch from one seed: nothing is
+picked by hand. The grid has ROWS x COLUMNS cells, one prompt each, read left to right, top to bottom; the prompts
 cover the ten digits and the eight directions. About a minute on two CPU cores:
 
     python scripts/make_gallery.py --out docs/figures/gallery.gif
@@ -51,6 +51,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--guidance", type=float, default=7.5)
+    parser.add_argument("--eta", type=float, default=1.0, help="DDIM's eta (generate's default: 1)")
     parser.add_argument("--fps", type=float, default=4.0, help="playback speed of the GIF")
     args = parser.parse_args()
     pipe = TextToVideoPipeline.from_pretrained(args.checkpoint, device=pick_device())
@@ -58,10 +59,10 @@ def main() -> None:
         raise ValueError(f"{args.checkpoint or 'the shipped checkpoint'} is a text-to-image model, not text-to-video")
     generator = torch.Generator().manual_seed(args.seed)
     videos = pipe(PROMPTS, num_inference_steps=args.steps, guidance_scale=args.guidance, generator=generator,
-                  progress=True)  # (B, F, C, H, W)
+                  eta=args.eta, progress=True)  # (B, F, C, H, W)
     path = save_video(video_grid(videos.cpu(), COLUMNS), args.out, fps=args.fps)
     print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KB): {len(PROMPTS)} prompts, seed {args.seed}, "
-          f"{args.steps} DDIM steps, guidance {args.guidance}")
+          f"{args.steps} DDIM steps (eta {args.eta}), guidance {args.guidance}")
 
 
 if __name__ == "__main__":

@@ -100,9 +100,9 @@ def test_levers_bench_pairs_settings_on_the_same_noise(pipe, load_script, tmp_pa
 
 @pytest.mark.parametrize("options, message", [
     (["--shared-noise", "1.5"], "shared_noise must be in [0, 1]"),
-    (["--shared-noise", "0.3", "--stream"], "drop --interpolate, --sampler, --upscale, --shared-noise and --eta"),
-    (["--eta", "-1"], "eta must be >= 0"),
-    (["--eta", "1", "--stream"], "drop --interpolate, --sampler, --upscale, --shared-noise and --eta"),
+    (["--shared-noise", "0.3", "--stream"], "drop --interpolate, --sampler, --upscale and --shared-noise"),
+    (["--eta", "-1"], "--eta must be >= 0, got -1.0"),
+    (["--eta", "-1", "--stream"], "--eta must be >= 0, got -1.0"),
 ])
 def test_generate_rejects_bad_shared_noise_and_eta_in_one_line(options, message, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
@@ -110,6 +110,38 @@ def test_generate_rejects_bad_shared_noise_and_eta_in_one_line(options, message,
         main(["generate", "--prompt", "the digit one moves up", "--steps", "1", *options])
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and "\n" not in err and message in err, err
+
+
+class RecordingPipe:
+    """Stands in for the shipped pipeline: records the sampling options `generate` passes, returns a blank clip."""
+    is_video, superres, calls = True, None, []
+
+    def __call__(self, prompts, **options):
+        self.calls.append(options)
+        return torch.zeros(1, 2, 1, 8, 8)  # (B, F, C, H, W)
+
+
+@pytest.mark.parametrize("options, eta", [([], 1.0), (["--sampler", "dpm++2m"], 0.0), (["--eta", "0"], 0.0),
+                                          (["--eta", "0.5"], 0.5)])
+def test_generate_samples_with_stochastic_ddim_by_default(options, eta, tmp_path, monkeypatch):
+    """eta = 1 is generate's default for DDIM (chosen on validation seed 2); DPM-Solver++ stays deterministic."""
+    pipe = RecordingPipe()
+    pipe.calls = []
+    monkeypatch.setattr(TextToVideoPipeline, "from_pretrained", staticmethod(lambda *args, **kwargs: pipe))
+    main(["generate", "--prompt", "the digit one moves up", "--out", str(tmp_path / "clip.gif"), *options])
+    assert pipe.calls[0]["eta"] == eta and (tmp_path / "clip.gif").is_file()
+
+
+def test_generate_streams_with_the_same_eta(tmp_path, monkeypatch):
+    import minimagic.streaming
+
+    seen = {}
+    monkeypatch.setattr(TextToVideoPipeline, "from_pretrained", staticmethod(lambda *args, **kwargs: RecordingPipe()))
+    monkeypatch.setattr(minimagic.streaming, "stream_to_folder",
+                        lambda *args, **options: seen.update(options) or torch.zeros(2, 1, 8, 8))  # (F, C, H, W)
+    main(["generate", "--prompt", "the digit one moves up", "--stream", "--num-frames", "2",
+          "--out", str(tmp_path / "clip.gif")])
+    assert seen["eta"] == 1.0
 
 
 def test_evaluate_passes_eta_and_shared_noise_to_the_clips(monkeypatch):
