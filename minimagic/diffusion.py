@@ -153,15 +153,15 @@ class GaussianDiffusion(nn.Module):
         """Reverse process from x_T ~ N(0, I), or the given `x_T`; denoise_fn(x_t, t) returns eps or v for a (B,) t.
 
         "ddpm" samples the posterior q(x_{t_prev} | x_t, x_0) (Ho et al. 2020, Eqs. 6-7), which is DDIM with
-        eta = 1 (Song et al. 2021, Sec. 4.1); num_steps = T runs the full chain. "dpm++2m" is the deterministic
-        DPM-Solver++ (2M) (dpm_solver.py) over the same timesteps. `shared_noise` a > 0 starts a video
-        (B, F, c, h, w) from the mixed noise prior x_T = sqrt(1 - a) eps_f + sqrt(a) eps_shared (Ge et al. 2023):
-        every frame is still N(0, I), but frames are correlated by a; eps_f is the draw a = 0 uses.
+        eta = 1 (Song et al. 2021, Sec. 4.1); num_steps = T runs the full chain. "dpm++2m" is DPM-Solver++ (2M)
+        (dpm_solver.py) over the same timesteps, an ODE solver at eta = 0, its SDE variant for eta in (0, 1].
+        `shared_noise` a > 0 starts a video (B, F, c, h, w) from the mixed noise prior x_T = sqrt(1 - a) eps_f +
+        sqrt(a) eps_shared (Ge et al. 2023): every frame is still N(0, I), correlated by a; eps_f is a = 0's draw.
         """
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-        if eta < 0 or (method == "ddpm" and eta not in (0.0, 1.0)) or (method == "dpm++2m" and eta != 0):
-            raise ValueError(f"eta must be >= 0 for ddim (ddpm fixes eta = 1, dpm++2m eta = 0), got {eta} for {method}")
+        if eta < 0 or (method == "ddpm" and eta not in (0.0, 1.0)) or (method == "dpm++2m" and eta > 1):
+            raise ValueError(f"eta must be >= 0 for ddim (ddpm: 0 or 1, dpm++2m: <= 1), got {eta} for {method}")
         if not 0 <= shared_noise <= 1 or (shared_noise > 0 and len(shape) != 5):
             raise ValueError(f"shared_noise must be in [0, 1], and > 0 only for videos (B, F, c, h, w), got "
                              f"{shared_noise} for shape {tuple(shape)}")
@@ -180,7 +180,8 @@ class GaussianDiffusion(nn.Module):
             shared = _randn((shape[0], 1, *shape[2:]), generator, device)
             x = (1 - shared_noise) ** 0.5 * x + shared_noise**0.5 * shared
         if method == "dpm++2m":
-            return dpm_solver_2m(self, denoise_fn, x, steps, progress)
+            return dpm_solver_2m(self, denoise_fn, x, steps, progress, eta,
+                                 draw_noise=lambda: _randn(tuple(shape), generator, device))
         for i, t in enumerate(tqdm(steps, desc=f"{method} sampling", disable=not progress)):
             t_batch = torch.full((shape[0],), t, dtype=torch.long, device=device)  # (B,)
             x0, eps = self.predict_x0_eps(denoise_fn(x, t_batch), x, t_batch)

@@ -71,10 +71,39 @@ def test_dpm_solver_is_closer_than_ddim_to_the_exact_ode_solution(num_steps):
     assert error["dpm++2m"] < 0.5 * error["ddim"]
 
 
+@pytest.mark.parametrize("prediction", ["epsilon", "v"])
+@pytest.mark.parametrize("num_steps", [3, 25])
+def test_sde_dpm_solver_matches_diffusers(prediction, num_steps):
+    """eta = 1: the SDE variant vs diffusers' sde-dpmsolver++ (midpoint), both drawing x_T and then one noise per
+    step from generators seeded alike; a different eta or seed gives another sample."""
+    diffusers = pytest.importorskip("diffusers")
+    diffusion = GaussianDiffusion(DiffusionConfig(prediction=prediction))
+    ref = diffusers.DPMSolverMultistepScheduler(
+        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, algorithm_type="sde-dpmsolver++",
+        solver_order=2, lower_order_final=True, final_sigmas_type="zero",
+        prediction_type="epsilon" if prediction == "epsilon" else "v_prediction",
+    )
+    ref.set_timesteps(timesteps=diffusion.timesteps(num_steps))
+    shape = (2, 3, 4, 4)
+    denoise = random_linear_denoiser(shape)
+
+    def ours(eta: float, seed: int = 1) -> torch.Tensor:
+        return diffusion.sample(denoise, shape, num_steps, eta=eta, method="dpm++2m",
+                                generator=torch.Generator().manual_seed(seed))
+
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(shape, generator=generator)
+    for t in ref.timesteps:
+        x = ref.step(denoise(x, t.repeat(2)), t, x, generator=generator).prev_sample
+    torch.testing.assert_close(ours(1.0), x, atol=1e-4, rtol=1e-4)  # float32 rounding over 25 noisy steps
+    assert (ours(1.0) - ours(0.0)).abs().max() > 1e-2 and (ours(1.0) - ours(1.0, seed=2)).abs().max() > 1e-2
+    assert (ours(0.5) - ours(1.0)).abs().max() > 1e-3
+
+
 def test_dpm_solver_rejects_eta_and_unknown_sampler():
     diffusion = GaussianDiffusion()
-    with pytest.raises(ValueError, match="dpm\\+\\+2m eta = 0"):
-        diffusion.sample(lambda x, t: x, (1, 2), 3, eta=0.5, method="dpm++2m")
+    with pytest.raises(ValueError, match="dpm\\+\\+2m: <= 1"):
+        diffusion.sample(lambda x, t: x, (1, 2), 3, eta=1.5, method="dpm++2m")
     with pytest.raises(ValueError, match="method must be one of"):
         diffusion.sample(lambda x, t: x, (1, 2), 3, method="dpm++3m")
 
