@@ -6,8 +6,8 @@ processes hits them alike. After each batch the running scores go to --out (JSON
 digit / direction / same-digit-in-all-frames scores (metrics.py), spurious strokes (strokes.py), time per clip,
 each clip's same-digit outcome, and, against the first setting, the clips that keep their digit only with the
 setting or only without it.
-A setting is pipeline keyword arguments over the `generate` defaults, e.g. "shared_noise=0.3,guidance_scale=10";
-"" is the defaults themselves.
+A setting is pipeline keyword arguments over DEFAULTS (DDIM-50, eta 0, guidance 7.5: `generate`'s defaults
+before eta = 1 won here), e.g. "shared_noise=0.3,guidance_scale=10"; "" is DEFAULTS themselves.
 
     OMP_NUM_THREADS=1 python bench/levers.py --seed 2 --num-videos 300 --settings "" "shared_noise=0.3" \\
         --out runs/levers.json                     # the shipped t2v model, CPU: ~8 s per clip and setting
