@@ -109,7 +109,7 @@ def parser() -> Parser:
     gen.add_argument("--shared-noise", type=number(float), default=0.0, metavar="A",
                      help="share a fraction A of the starting noise's variance across frames (0 <= A <= 1)")
     gen.add_argument("--eta", type=number(float), help="DDIM's eta: 1 (the default, chosen on validation seed 2) adds "
-                     "DDPM's posterior noise at every step, 0 is deterministic; dpm++2m is deterministic (eta 0)")
+                     "DDPM's posterior noise at every step, 0 is deterministic; dpm++2m: 0 (default) or its SDE form")
     gen.add_argument("--num-frames", type=number(int), help="frames to generate (default: as trained; more are "
                      "streamed)")
     gen.add_argument("--first-frame", metavar="PNG", help="image-to-video: this image is frame 0 (image_size square)")
