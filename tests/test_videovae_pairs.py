@@ -60,10 +60,9 @@ def test_a_range_without_grid_points_is_refused(checkpoints, tmp_path):
 
 
 def test_stage_draws_pairs_with_their_real_clips_and_trains(checkpoints, tmp_path, monkeypatch):
-    monkeypatch.setattr("minimagic.stages.videovae.PairSettings", lambda n: PairSettings(n, **FEW_STEPS))
     monkeypatch.setattr("minimagic.stages.videovae.make_pairs", lambda pipe, s: make_pairs(pipe, s, cache_dir=tmp_path))
     stage = VideoVAEStage(init=checkpoints / "vae", num_clips=6, generated_pairs=3, pair_fraction=1.0,
-                          pairs_t2v=checkpoints / "t2v")
+                          pairs_t2v=checkpoints / "t2v", pair_t_low=20, pair_t_high=40)
     assert stage.pairs.shape == (3, *stage.latents.shape[1:])
     batch = stage.batch(4, torch.Generator().manual_seed(0))
     clips = MovingDigits("train", length=6, num_frames=8)
@@ -81,6 +80,8 @@ def test_stage_refuses_bad_pair_options(checkpoints, tmp_path):
                 dict(generated_pairs=2, pair_fraction=1.5)):
         with pytest.raises(ValueError, match="need 0 <= generated_pairs <= num_clips"):
             VideoVAEStage(init=checkpoints / "vae", num_clips=6, **bad)
+    with pytest.raises(ValueError, match="t_low <= t_high"):
+        VideoVAEStage(init=checkpoints / "vae", num_clips=6, generated_pairs=2, pair_t_low=300, pair_t_high=200)
     with pytest.raises(FileNotFoundError):
         VideoVAEStage(init=checkpoints / "vae", num_clips=6, generated_pairs=2, pairs_t2v=tmp_path / "missing")
     other = VAEStage(preset="tiny")  # another VAE: the t2v model's latents are not this one's

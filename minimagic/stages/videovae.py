@@ -31,6 +31,9 @@ class VideoVAEOptions:
                                   "clip (0: none)")
     pair_fraction: float = option(0.5, "the share of each batch drawn from the generated pairs")
     pairs_t2v: str = option(str(T2V_CHECKPOINT), "the text-to-video model that denoises the pairs' latents")
+    pair_t_low: int = option(200, "the pairs' latents are noised to a timestep of the sampler's grid in "
+                             "[pair_t_low, pair_t_high]")
+    pair_t_high: int = option(400, "see pair_t_low")
     num_clips: int = option(6000, "Moving-digit training clips")
     directed: bool = option(True, "directed (causal) temporal attention; false: bidirectional (an ablation)")
 
@@ -60,6 +63,8 @@ class VideoVAEStage(Stage):
         if not 0 <= options.generated_pairs <= options.num_clips or not 0 < options.pair_fraction <= 1:
             raise ValueError(f"need 0 <= generated_pairs <= num_clips ({options.num_clips}) and pair_fraction in "
                              f"(0, 1], got {options.generated_pairs} and {options.pair_fraction}")
+        pairs = PairSettings(options.generated_pairs, options.pair_t_low, options.pair_t_high) \
+            if options.generated_pairs else None  # checked before any clip is encoded
         if checkpoint.load_meta(options.init).get("stage") == "videovae":
             if not options.directed:
                 raise ValueError(f"{options.init} is a VideoVAE: its architecture is fixed, drop ['directed']")
@@ -72,17 +77,17 @@ class VideoVAEStage(Stage):
         self.videos = MovingDigits("train", length=options.num_clips, num_frames=self.latents.shape[1])
         self.held_out = MovingDigits("test", length=2, num_frames=self.latents.shape[1])
         self.pair_fraction, self.pairs = options.pair_fraction, None
-        if options.generated_pairs:
-            self.pairs = self.generated_pairs(options.pairs_t2v, options.generated_pairs)  # (N', F, c, h, w)
+        if pairs is not None:
+            self.pairs = self.generated_pairs(options.pairs_t2v, pairs)  # (N', F, c, h, w)
 
-    def generated_pairs(self, t2v: str, num_clips: int) -> torch.Tensor:
-        """The SDEdit latents of training clips 0..num_clips-1, made by the t2v model in the latent space of
+    def generated_pairs(self, t2v: str, settings: PairSettings) -> torch.Tensor:
+        """The SDEdit latents (sdedit.py) of training clips 0..N-1, made by the t2v model in the latent space of
         this VideoVAE's encoder."""
         pipe = TextToVideoPipeline.from_pretrained(t2v)
         if any(not torch.equal(v, pipe.vae.state_dict()[k]) for k, v in self.model.vae.encoder.state_dict(
                 prefix="encoder.").items()):
             raise ValueError(f"{t2v} was trained on another VAE's latents than this VideoVAE's encoder makes")
-        latents = make_pairs(pipe, PairSettings(num_clips))["latents"]  # (N', F', c, h, w)
+        latents = make_pairs(pipe, settings)["latents"]  # (N', F', c, h, w)
         if latents.shape[1:] != self.latents.shape[1:]:
             raise ValueError(f"{t2v} makes latents {tuple(latents.shape[1:])}, the clips have "
                              f"{tuple(self.latents.shape[1:])}")
