@@ -149,6 +149,7 @@ class GaussianDiffusion(nn.Module):
         progress: bool = False,
         x_T: Tensor | None = None,
         shared_noise: float = 0.0,
+        start_at: int | None = None,
     ) -> Tensor:
         """Reverse process from x_T ~ N(0, I), or the given `x_T`; denoise_fn(x_t, t) returns eps or v for a (B,) t.
 
@@ -157,6 +158,7 @@ class GaussianDiffusion(nn.Module):
         (dpm_solver.py) over the same timesteps, an ODE solver at eta = 0, its SDE variant for eta in (0, 1].
         `shared_noise` a > 0 starts a video (B, F, c, h, w) from the mixed noise prior x_T = sqrt(1 - a) eps_f +
         sqrt(a) eps_shared (Ge et al. 2023): every frame is still N(0, I), correlated by a; eps_f is a = 0's draw.
+        `start_at` t_s runs only the steps t <= t_s, from the given x_T = z_{t_s} (SDEdit, Meng et al. 2022).
         """
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -166,10 +168,11 @@ class GaussianDiffusion(nn.Module):
             raise ValueError(f"shared_noise must be in [0, 1], and > 0 only for videos (B, F, c, h, w), got "
                              f"{shared_noise} for shape {tuple(shape)}")
         eta = 1.0 if method == "ddpm" else eta
-        if x_T is not None and tuple(x_T.shape) != tuple(shape):
-            raise ValueError(f"x_T must have the sample shape {tuple(shape)}, got {tuple(x_T.shape)}")
+        if (x_T is not None and tuple(x_T.shape) != tuple(shape)) or (start_at is not None and x_T is None):
+            raise ValueError(f"x_T must have the sample shape {tuple(shape)} (and is needed with start_at), got "
+                             f"{None if x_T is None else tuple(x_T.shape)}")
         device = torch.device(device) if device is not None else self.betas.device
-        steps = self.timesteps(num_steps)
+        steps = [t for t in self.timesteps(num_steps) if start_at is None or t <= start_at]
         # \bar{alpha} of each step, then 1 after the last step (t = 0), so that x ends at the x_0 estimate
         abar = torch.cat([self.alphas_cumprod[steps], self.alphas_cumprod.new_ones(1)]).to(device)
         if x_T is not None:

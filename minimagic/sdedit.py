@@ -61,26 +61,20 @@ class PairSettings:
 def sdedit(pipe: TextToVideoPipeline, latents: torch.Tensor, prompts: list[str], t_start: int,
            settings: PairSettings, generator: torch.Generator) -> torch.Tensor:
     """Clean latents (B, F, c, h, w) noised to `t_start` and denoised by DDIM over the grid's steps t <= t_start
-    (the same update as `GaussianDiffusion.sample`, Song et al. 2021, Eq. 12) -> z^_0 (B, F, c, h, w)."""
+    (`GaussianDiffusion.sample` with start_at, Song et al. 2021, Eq. 12) -> z^_0 (B, F, c, h, w)."""
     diffusion, device, B = pipe.diffusion, pipe.device, latents.shape[0]
-    steps = [t for t in diffusion.timesteps(settings.num_steps) if t <= t_start]
     context, _ = pipe.text_encoder.encode(prompts)  # (B, L, D)
     uncond, _ = pipe.text_encoder.uncond(1)  # (1, L, D)
     fps = torch.full((B,), DEFAULT_FPS, device=device)
+
+    def denoise(z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return classifier_free_guidance(pipe.unet, z_t, t, context.to(device), uncond.to(device),
+                                        settings.guidance_scale, fps=fps)
+
     noise = torch.randn(latents.shape, generator=generator).to(device)
     x = diffusion.q_sample(latents.to(device), torch.full((B,), t_start, device=device), noise)  # z_{t_s}
-    abar = torch.cat([diffusion.alphas_cumprod[steps], diffusion.alphas_cumprod.new_ones(1)]).to(device)
-    for i, t in enumerate(steps):
-        t_batch = torch.full((B,), t, dtype=torch.long, device=device)  # (B,)
-        eps_hat = classifier_free_guidance(pipe.unet, x, t_batch, context.to(device), uncond.to(device),
-                                           settings.guidance_scale, fps=fps)
-        x0, eps = diffusion.predict_x0_eps(eps_hat, x, t_batch)
-        abar_t, abar_prev = abar[i], abar[i + 1]
-        sigma = settings.eta * ((1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev)).sqrt()
-        x = abar_prev.sqrt() * x0 + (1 - abar_prev - sigma**2).clamp(min=0).sqrt() * eps
-        if settings.eta > 0 and t > 0:
-            x = x + sigma * torch.randn(x.shape, generator=generator).to(device)
-    return x.cpu()
+    return diffusion.sample(denoise, tuple(x.shape), settings.num_steps, eta=settings.eta, generator=generator,
+                            device=device, x_T=x, start_at=t_start).cpu()
 
 
 def make_pairs(pipe: TextToVideoPipeline, settings: PairSettings, batch_size: int = 16,

@@ -338,3 +338,25 @@ def test_drop_condition_probability_and_seed():
     assert torch.equal(again, dropped)  # seeded
     with pytest.raises(ValueError):
         drop_condition(context, uncond, p=1.2)
+
+
+def test_sample_from_a_midway_start_runs_only_the_later_steps():
+    """start_at (SDEdit): at the grid's first step it is the whole run from x_T; lower, the steps above it are
+    skipped, so a denoiser that counts its calls sees fewer; without x_T it is refused."""
+    diffusion, shape = GaussianDiffusion(), (2, 3, 4, 4)
+    x_T = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    calls = []
+
+    def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        calls.append(int(t[0]))
+        return 0.1 * x
+
+    grid = diffusion.timesteps(10)
+    whole = diffusion.sample(denoise, shape, 10, x_T=x_T)
+    same = diffusion.sample(denoise, shape, 10, x_T=x_T, start_at=grid[0])
+    torch.testing.assert_close(whole, same)
+    calls.clear()
+    late = diffusion.sample(denoise, shape, 10, x_T=x_T, start_at=grid[4])
+    assert calls == grid[4:] and (late - whole).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="needed with start_at"):
+        diffusion.sample(denoise, shape, 10, start_at=grid[4])

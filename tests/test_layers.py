@@ -14,7 +14,7 @@ LAYERS = [  # lowest first
      "video_classifier", "fvd", "superres", "bounces"},  # the models
     {"streaming", "pipeline_folder", "pipeline"},
     {"evaluate", "exercises"},
-    {"clips", "distributed", "train_state", "train", "stages"},  # training
+    {"clips", "sdedit", "distributed", "train_state", "train", "stages"},  # training
     {"flags", "generate", "__main__"},  # the command line
 ]
 LAYER = {name: index for index, names in enumerate(LAYERS) for name in names}
