@@ -166,17 +166,29 @@ def test_continuation_loss_gives_the_prefix_clean_at_t0_and_scores_only_the_nois
     assert (seen["t"][:, 0] == 0).all() and (seen["t"][:, -1] > 0).all()
 
 
-def test_continuation_batches_are_windows_of_the_long_bouncing_clips(tiny_pipeline, tmp_path):
+def test_continuation_batches_are_t2v_clips_or_later_windows_of_long_clips_given_half_their_frames(
+        tiny_pipeline, tmp_path):
     unet = tiny_video_unet(num_frames=8)
     TextToVideoPipeline(unet, tiny_pipeline.vae, tiny_pipeline.text_encoder, image_size=64).save_pretrained(
         tmp_path / "t2v", command="test")
     stage = ContinuationStage(init=tmp_path / "t2v", num_clips=3, clip_frames=12)
-    latents = stage.clips["latents"]  # (3, 12, c, h, w)
+    latents = stage.long["latents"]  # (3, 12, c, h, w)
     assert latents.shape[:2] == (3, 12)
-    batch = stage.batch(16, torch.Generator().manual_seed(0))
-    assert batch["x0"].shape == (16, 8, *latents.shape[2:]) and set(batch["offset"].tolist()) - {0}
+    batch = stage.batch(64, torch.Generator().manual_seed(0))
+    first = batch["offset"] == 0
+    assert batch["x0"].shape == (64, 8, *latents.shape[2:]) and 16 < first.sum() < 48  # about half of each kind
     for x0, offset in zip(batch["x0"], batch["offset"].tolist(), strict=True):
-        assert any(torch.equal(x0, clip[offset:offset + 8]) for clip in latents)
+        clips = stage.clips["latents"] if offset == 0 else latents[:, offset:offset + 8]  # t2v clips: no bounce
+        assert any(torch.equal(x0, clip.float()) for clip in clips)
+    seen = {}
+
+    def spy(x_t, t, **kwargs):
+        seen["t"] = t
+        return stage.model(x_t, t, **kwargs)
+
+    stage.loss(spy, batch, torch.Generator().manual_seed(0))
+    given = (seen["t"] == 0).sum(1)  # (B,) prefix lengths
+    assert (given[~first] >= 4).all() and (given[first] < 4).any()  # later windows show their motion
     with pytest.raises(ValueError, match="clip_frames must be >= the model's 8 frames"):
         ContinuationStage(init=tmp_path / "t2v", num_clips=3, clip_frames=4)
 
