@@ -106,6 +106,22 @@ def test_streaming_with_the_cache_equals_recomputing_the_window(block_size):
     torch.testing.assert_close(cached, recomputed, atol=1e-5, rtol=1e-5)  # latents reach ~8
 
 
+def test_the_window_slides_by_half_keeping_at_least_half_of_it_and_the_cache_is_rebuilt_only_then():
+    model, calls = tiny_video_unet(), []  # 4 frames: the window slides by 2 frames when full
+
+    def spy(x, t, *args, extend_cache=False, **kwargs):  # (frames, given frames, cache pass) of each call
+        calls.append((x.shape[1], int((t == 0).sum()) // len(t) if t.ndim == 2 else 0, extend_cache))
+        return model(x, t, *args, extend_cache=extend_cache, **kwargs)
+
+    spy.num_frames, spy.config = model.num_frames, model.config
+    stream(spy, 7, use_cache=False)
+    given = [prefix for _, prefix, _ in calls[::3]]  # one entry per block (3 DDIM steps each)
+    assert given == [0, 1, 2, 3, 2, 3, 2]  # each later block after >= F/2 finished frames
+    calls.clear()
+    stream(spy, 7)
+    assert [frames for frames, _, extend in calls if extend] == [1, 1, 1, 2, 1, 2]  # rebuilt at frames 4 and 6
+
+
 def test_streamed_frames_do_not_depend_on_the_frames_after_them():
     model = tiny_video_unet()
     torch.testing.assert_close(stream(model, 6)[:, :4], stream(model, 4), atol=0, rtol=0)
