@@ -190,9 +190,9 @@ def test_continuation_batches_are_t2v_clips_or_later_windows_of_long_clips_given
     stage = ContinuationStage(init=tmp_path / "t2v", num_clips=3, clip_frames=12)
     latents = stage.long["latents"]  # (3, 12, c, h, w)
     assert latents.shape[:2] == (3, 12)
-    batch = stage.batch(64, torch.Generator().manual_seed(0))
+    batch = stage.batch(24, torch.Generator().manual_seed(0))
     first = batch["offset"] == 0
-    assert batch["x0"].shape == (64, 8, *latents.shape[2:]) and 16 < first.sum() < 48  # about half of each kind
+    assert batch["x0"].shape == (24, 8, *latents.shape[2:]) and 4 < first.sum() < 20  # about half of each kind
     for x0, offset in zip(batch["x0"], batch["offset"].tolist(), strict=True):
         clips = stage.clips["latents"] if offset == 0 else latents[:, offset:offset + 8]  # t2v clips: no bounce
         assert any(torch.equal(x0, clip.float()) for clip in clips)
