@@ -24,7 +24,7 @@
              another test digit of the same class.
 
     python bench/streaming.py --directed D1 D2 --bidirectional B1 B2 --out docs/results/streaming.json \
-        --md docs/results/streaming.md --latency-steps 5     # CPU, 1 thread: ~25 min
+        --md docs/results/streaming.md --latency-steps 5     # CPU, 1 thread: ~10 min per 2 models
     python bench/streaming.py --quick      # tiny random models, seconds
 """
 
