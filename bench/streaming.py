@@ -4,9 +4,10 @@
              the directed model with its KV cache, the same model recomputing its window at every step (no
              cache), and the bidirectional model (its first window of F frames sampled jointly, then the window
              recomputed for every new frame). Time to the first frame and to 16, 32, 64 frames, and the cost per
-             new frame past the window. Time does not depend on the weights; the modes take turns in one process.
-             Time to the first frame is the median of `--latency-repeats` one-frame streams per mode, taken in
-             turns (a single timing on a shared CPU swings by 30%).
+             new frame past the window. Time does not depend on the weights. The modes take turns block by block
+             in one process, each on its own clock, so that a busy moment of a shared CPU hits them alike; time
+             to the first frame is the median of `--latency-repeats` such rounds. The sampler is `generate`'s
+             (DDIM, guidance 7.5, eta 1) with `--latency-steps` and `--steps` DDIM steps.
 2. quality   32-frame clips for held-out prompts (seed 1, drawn as `evaluate` draws them): digit accuracy per
              frame index and per 8-frame window, the direction per window, the same digit in all 32 frames; for
              each continuation model (directed, bidirectional, each training seed). The caption names the first
@@ -23,7 +24,7 @@
              another test digit of the same class.
 
     python bench/streaming.py --directed D1 D2 --bidirectional B1 B2 --out docs/results/streaming.json \
-        --md docs/results/streaming.md --latency-steps 5     # CPU, 1 thread: ~25 min
+        --md docs/results/streaming.md --latency-steps 5     # CPU, 1 thread: ~10 min per 2 models
     python bench/streaming.py --quick      # tiny random models, seconds
 """
 
@@ -49,34 +50,50 @@ from minimagic.video_unet import VideoUNet
 WINDOW = 8  # frames per scored window (the trained clip length)
 
 
-def time_stream(pipe: TextToVideoPipeline, num_frames: int, use_cache: bool, steps: int, guidance: float,
-                first_block_only: bool = False) -> list:
-    """Seconds from the call until each frame is finished and decoded, for one prompt; with `first_block_only`,
-    only the frames of the first block of a `num_frames` stream (a bidirectional model's whole first window)."""
-    start, times = time.perf_counter(), []
-    blocks = stream_pipeline(pipe, ["the digit three moves right"], num_frames, num_inference_steps=steps,
-                             guidance_scale=guidance, generator=torch.Generator().manual_seed(0), use_cache=use_cache)
-    for block in blocks:
-        pipe.vae.decode_video(block)
-        times += [time.perf_counter() - start] * block.shape[1]
-        if first_block_only:
-            break
+def open_stream(pipe: TextToVideoPipeline, num_frames: int, use_cache: bool, steps: int, guidance: float, eta: float):
+    """The latent blocks of one prompt's stream (its text encoded now, at the call)."""
+    return stream_pipeline(pipe, ["the digit three moves right"], num_frames, num_inference_steps=steps,
+                           guidance_scale=guidance, eta=eta, generator=torch.Generator().manual_seed(0),
+                           use_cache=use_cache)
+
+
+def streams_in_turns(modes: dict, num_frames: int, steps: int, guidance: float, eta: float,
+                     first_block_only: bool = False) -> dict:
+    """Per mode, the seconds it has spent when each frame is finished and decoded. The modes take turns block
+    by block, so a busy moment of the shared CPU hits them alike; each mode's clock runs only in its turns.
+    With `first_block_only`, only the first block (a bidirectional model's whole first window)."""
+    clocks, times, streams = {}, {name: [] for name in modes}, {}
+    for name, (pipe, use_cache) in modes.items():
+        start = time.perf_counter()
+        streams[name] = open_stream(pipe, num_frames, use_cache, steps, guidance, eta)
+        clocks[name] = time.perf_counter() - start
+
+    def done(name: str) -> bool:
+        return bool(times[name]) and (first_block_only or len(times[name]) == num_frames)
+
+    while not all(done(name) for name in modes):
+        for name, (pipe, _) in modes.items():
+            if not done(name):
+                start = time.perf_counter()
+                block = next(streams[name])
+                pipe.vae.decode_video(block)
+                clocks[name] += time.perf_counter() - start
+                times[name] += [clocks[name]] * block.shape[1]
     return times
 
 
-def latency(directed, bidirectional, lengths: list[int], steps: int, guidance: float, repeats: int = 3) -> dict:
+def latency(directed, bidirectional, lengths: list[int], steps: int, guidance: float, eta: float,
+            repeats: int = 3) -> dict:
     window, longest = directed.unet.num_frames, max(lengths)
     modes = {"directed, cache": (directed, True), "directed, no cache": (directed, False),
              "bidirectional": (bidirectional, False)}
-    for pipe, use_cache in modes.values():
-        time_stream(pipe, 2, use_cache, 1, guidance)  # warm-up
+    streams_in_turns(modes, 2, 1, guidance, eta)  # warm-up
     first = {name: [] for name in modes}
-    for _ in range(repeats):  # the modes in turns, so that a busy moment of the CPU hits them alike
-        for name, (pipe, use_cache) in modes.items():
-            first[name].append(time_stream(pipe, longest, use_cache, steps, guidance, first_block_only=True)[0])
+    for _ in range(repeats):
+        for name, times in streams_in_turns(modes, longest, steps, guidance, eta, first_block_only=True).items():
+            first[name].append(times[0])
     results = {}
-    for name, (pipe, use_cache) in modes.items():
-        times = time_stream(pipe, longest, use_cache, steps, guidance)
+    for name, times in streams_in_turns(modes, longest, steps, guidance, eta).items():
         results[name] = {"first_frame_s": round(float(torch.tensor(first[name]).median()), 3),
                          "per_new_frame_s": round((times[-1] - times[window - 1]) / (longest - window), 3),
                          **{f"frames_{n}_s": round(times[n - 1], 2) for n in lengths}}
@@ -95,17 +112,17 @@ def held_out_prompts(num_clips: int, seed: int = 1) -> list[str]:
     return [caption_for([d], [k]) for d, k in zip(digits.tolist(), directions.tolist(), strict=True)]
 
 
-def generate(pipe, prompts, num_frames, steps, guidance, seed, block_size=1, first_frame=None) -> torch.Tensor:
+def generate(pipe, prompts, num_frames, steps, guidance, eta, seed, block_size=1, first_frame=None) -> torch.Tensor:
     """Stream clips (N, F, 1, H, W) in [-1, 1], decoded frame by frame by the VAE."""
-    blocks = stream_pipeline(pipe, prompts, num_frames, first_frame, steps, guidance,
+    blocks = stream_pipeline(pipe, prompts, num_frames, first_frame, steps, guidance, eta,
                              generator=torch.Generator().manual_seed(seed), block_size=block_size)
     return pipe.decode(torch.cat(list(blocks), dim=1), "vae")
 
 
-def quality(pipe, classifier, num_clips, num_frames, steps, guidance, seed, block_size) -> dict:
+def quality(pipe, classifier, num_clips, num_frames, steps, guidance, eta, seed, block_size) -> dict:
     prompts = held_out_prompts(num_clips, seed)
     start = time.time()
-    videos = generate(pipe, prompts, num_frames, steps, guidance, seed, block_size)  # (N, F, 1, H, W)
+    videos = generate(pipe, prompts, num_frames, steps, guidance, eta, seed, block_size)  # (N, F, 1, H, W)
     seconds = time.time() - start
     scores = video_scores(videos, prompts, classifier)
     truth = torch.tensor([parse_caption(prompt)[0] for prompt in prompts])  # (N, 2): digit, direction
@@ -131,7 +148,7 @@ def digit_crops(video: torch.Tensor, size: int = 28) -> torch.Tensor:
     return crops
 
 
-def image_to_video(pipe, classifier, num_clips, num_frames, steps, guidance, seed, block_size) -> dict:
+def image_to_video(pipe, classifier, num_clips, num_frames, steps, guidance, eta, seed, block_size) -> dict:
     data = MovingDigits("test", seed=seed, num_frames=num_frames, size=pipe.image_size, length=4 * num_clips)
     items = [data[i] for i in range(num_clips)]
     others = {}  # another held-out digit of each class, the reference for "same handwriting"
@@ -139,7 +156,7 @@ def image_to_video(pipe, classifier, num_clips, num_frames, steps, guidance, see
         others.setdefault(data[i]["digit"], data[i]["video"][:1])
     first = torch.stack([item["video"][0] for item in items])  # (N, 1, H, W)
     prompts = [item["caption"] for item in items]
-    videos = generate(pipe, prompts, num_frames, steps, guidance, seed, block_size, first)  # (N, F, 1, H, W)
+    videos = generate(pipe, prompts, num_frames, steps, guidance, eta, seed, block_size, first)  # (N, F, 1, H, W)
     generated = digit_crops(videos[:, 1:])  # (N, F-1, 1, 28, 28)
     given = digit_crops(first[:, None]).expand_as(generated)
     other = digit_crops(torch.stack([others.get(item["digit"], item["video"][:1]) for item in items]))
@@ -165,10 +182,12 @@ def markdown(results: dict) -> str:
                if k.startswith("frames_")]
     meta = results["meta"]
     lines = ["# Streaming with directed attention (bench/streaming.py)", "", f"`{meta['command']}`", "",
-             f"Seed {meta['seed']} (held-out prompts, digits and noise), guidance {meta['guidance']}, "
+             f"Seed {meta['seed']} (held-out prompts, digits and noise), guidance {meta['guidance']}, DDIM eta "
+             f"{meta.get('eta', 0.0)}, "
              f"{meta['threads']} CPU thread(s). Directed models stream frame by frame with the KV cache; bidirectional "
-             f"ones sample their first window jointly, then {meta['bidirectional_block']} frame(s) at a time after "
-             "the last finished frames of the window.", "",
+             f"ones sample their first window jointly, then {meta['bidirectional_block']} frame(s) at a time. Past the "
+             "window both continue after at least half of it (the window slides by F/2, minimagic/streaming.py).",
+             "",
              "Models (each checkpoint's config.json: its training command and step):", ""]
     lines += [f"- {name}: `{info['command']}`, step {info['step']}" for name, info in meta["models"].items()]
     lines += ["",
@@ -190,10 +209,10 @@ def markdown(results: dict) -> str:
         lines.append(f"| {name} | {row['digit_accuracy']} | {row['digit_accuracy_per_window']} | "
                      f"{row['direction_accuracy_per_window']} | {row['direction_right_in_every_window']} | "
                      f"{row['same_digit_all_frames']} |")
-    lines += ["", "## Image-to-video from held-out test digits", "", "| model | digit acc. | same digit | PSNR to "
-              "given digit (dB) | PSNR to another digit of the class (dB) |", "|---|---|---|---|---|"]
+    lines += ["", "## Image-to-video from held-out test digits", "", "| model | clips | digit acc. | same digit | "
+              "PSNR to given digit (dB) | PSNR to another digit of the class (dB) |", "|---|---|---|---|---|---|"]
     for name, row in results["image_to_video"].items():
-        lines.append(f"| {name} | {row['digit_accuracy']} | {row['same_digit_all_frames']} | "
+        lines.append(f"| {name} | {row['clips']} | {row['digit_accuracy']} | {row['same_digit_all_frames']} | "
                      f"{row['psnr_to_given_digit_db']} | {row['psnr_to_other_digit_same_class_db']} |")
     return "\n".join(lines) + "\n"
 
@@ -208,9 +227,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--latency-repeats", type=int, default=3, help="one-frame timings per mode (median)")
     parser.add_argument("--steps", type=int, default=10, help="DDIM steps of the quality and i2v clips")
     parser.add_argument("--guidance", type=float, default=7.5)
+    parser.add_argument("--eta", type=float, default=1.0, help="DDIM's eta (generate's default)")
     parser.add_argument("--clips", type=int, default=8)
     parser.add_argument("--frames", type=int, default=32)
     parser.add_argument("--i2v-frames", type=int, default=16)
+    parser.add_argument("--i2v-clips", type=int, help="image-to-video clips (default: --clips)")
     parser.add_argument("--bidirectional-block", type=int, default=4)
     parser.add_argument("--seed", type=int, default=1, help="prompts, digits and noise (1: held out)")
     parser.add_argument("--out", help="write the results as JSON")
@@ -240,15 +261,17 @@ def main(argv: list[str] | None = None) -> dict:
     results = {"meta": {"command": command, "quick": args.quick, "models": models, "steps": args.steps,
                         "clips": args.clips,
                         "latency_steps": args.latency_steps, "latency_repeats": args.latency_repeats,
-                        "guidance": args.guidance, "seed": args.seed,
+                        "guidance": args.guidance, "eta": args.eta, "seed": args.seed,
                         "bidirectional_block": args.bidirectional_block, "threads": torch.get_num_threads()},
                "latency": latency(pipes[directed[0]], pipes[bidirectional[0]], args.lengths, args.latency_steps,
-                                  args.guidance, args.latency_repeats)}
+                                  args.guidance, args.eta, args.latency_repeats)}
     results["quality"] = {name: quality(pipes[name], classifier, args.clips, args.frames, args.steps, args.guidance,
-                                        args.seed, 1 if name in directed else args.bidirectional_block)
+                                        args.eta, args.seed, 1 if name in directed else args.bidirectional_block)
                           for name in names}
-    results["image_to_video"] = {directed[0]: image_to_video(pipes[directed[0]], classifier, args.clips,
-                                                             args.i2v_frames, args.steps, args.guidance, args.seed, 1)}
+    results["image_to_video"] = {directed[0]: image_to_video(pipes[directed[0]], classifier,
+                                                             args.i2v_clips or args.clips,
+                                                             args.i2v_frames, args.steps, args.guidance, args.eta,
+                                                             args.seed, 1)}
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     if args.md:

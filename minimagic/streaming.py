@@ -10,10 +10,13 @@ on the new block alone, which attends to the cached keys and values.
 Choices (ours, docs/paper.md §10):
 - cached frames are the clean, finished latents re-run once at t = 0 (one extra pass per block, not one per
   step): the same input as the given frames of `continuation_loss` in training;
-- the model has rows for F frames (adaptor rows S_i, B_i and frame positions); past F the window slides: the
-  last F - k finished frames plus the k new ones, re-indexed to rows 0 .. F-1, so every frame keeps the rows it
-  was trained with relative to its window. Re-indexing changes a cached frame's row, hence its keys and values:
-  once the window slides the cache is rebuilt from the window (one pass over F - k frames per block);
+- the model has rows for F frames (adaptor rows S_i, B_i and frame positions); past F the window slides: when
+  a block of k new frames no longer fits, the window restarts at the last F - max(k, F/2) finished frames,
+  re-indexed to rows 0 .. F-1, so every frame keeps the rows it was trained with relative to its window, and
+  the next blocks fill it up again. Re-indexing changes a cached frame's row, hence its keys and values: when
+  the window slides the cache is rebuilt (one pass over F/2 frames every F/2 frames when streaming frame by
+  frame, instead of F - 1 frames every frame with a window that slides by one). A stream past its first
+  window always continues after >= F/2 finished frames, as the continuation stage trains it to;
 - a bidirectional model has no cache (its past frames see the new ones): it samples its first window jointly,
   then slides the window the same way, recomputing all of it at every step (meaningful after continuation
   training).
@@ -105,11 +108,12 @@ def stream_latents(model: VideoUNet, diffusion: GaussianDiffusion, context: torc
     def blocks() -> Iterator[torch.Tensor]:
         history = [] if first_frame is None else [first_frame[:, None].to(device)]  # finished frames (B, 1, c, h, w)
         yield from history
-        cache, cache_start = None, -1
+        cache, cache_start, start = None, -1, 0
         while len(history) < num_frames:
             size = block_size if directed else max(block_size, window - len(history))
             size = min(size, num_frames - len(history))
-            start = max(0, len(history) - (window - size))  # the sliding window: the last F - size frames
+            if len(history) + size > start + window:  # the block does not fit: slide, keep the last frames
+                start = len(history) - (window - max(size, window // 2))
             prefix = torch.cat(history[start:], dim=1) if start < len(history) else None  # (B, P, c, h, w)
             if use_cache:
                 if cache_start != start:  # the window slid: its frames moved to other rows, rebuild the cache

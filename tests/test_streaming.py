@@ -106,6 +106,22 @@ def test_streaming_with_the_cache_equals_recomputing_the_window(block_size):
     torch.testing.assert_close(cached, recomputed, atol=1e-5, rtol=1e-5)  # latents reach ~8
 
 
+def test_the_window_slides_by_half_keeping_at_least_half_of_it_and_the_cache_is_rebuilt_only_then():
+    model, calls = tiny_video_unet(), []  # 4 frames: the window slides by 2 frames when full
+
+    def spy(x, t, *args, extend_cache=False, **kwargs):  # (frames, given frames, cache pass) of each call
+        calls.append((x.shape[1], int((t == 0).sum()) // len(t) if t.ndim == 2 else 0, extend_cache))
+        return model(x, t, *args, extend_cache=extend_cache, **kwargs)
+
+    spy.num_frames, spy.config = model.num_frames, model.config
+    stream(spy, 7, use_cache=False)
+    given = [prefix for _, prefix, _ in calls[::3]]  # one entry per block (3 DDIM steps each)
+    assert given == [0, 1, 2, 3, 2, 3, 2]  # each later block after >= F/2 finished frames
+    calls.clear()
+    stream(spy, 7)
+    assert [frames for frames, _, extend in calls if extend] == [1, 1, 1, 2, 1, 2]  # rebuilt at frames 4 and 6
+
+
 def test_streamed_frames_do_not_depend_on_the_frames_after_them():
     model = tiny_video_unet()
     torch.testing.assert_close(stream(model, 6)[:, :4], stream(model, 4), atol=0, rtol=0)
@@ -166,17 +182,29 @@ def test_continuation_loss_gives_the_prefix_clean_at_t0_and_scores_only_the_nois
     assert (seen["t"][:, 0] == 0).all() and (seen["t"][:, -1] > 0).all()
 
 
-def test_continuation_batches_are_windows_of_the_long_bouncing_clips(tiny_pipeline, tmp_path):
+def test_continuation_batches_are_t2v_clips_or_later_windows_of_long_clips_given_half_their_frames(
+        tiny_pipeline, tmp_path):
     unet = tiny_video_unet(num_frames=8)
     TextToVideoPipeline(unet, tiny_pipeline.vae, tiny_pipeline.text_encoder, image_size=64).save_pretrained(
         tmp_path / "t2v", command="test")
     stage = ContinuationStage(init=tmp_path / "t2v", num_clips=3, clip_frames=12)
-    latents = stage.clips["latents"]  # (3, 12, c, h, w)
+    latents = stage.long["latents"]  # (3, 12, c, h, w)
     assert latents.shape[:2] == (3, 12)
-    batch = stage.batch(16, torch.Generator().manual_seed(0))
-    assert batch["x0"].shape == (16, 8, *latents.shape[2:]) and set(batch["offset"].tolist()) - {0}
+    batch = stage.batch(24, torch.Generator().manual_seed(0))
+    first = batch["offset"] == 0
+    assert batch["x0"].shape == (24, 8, *latents.shape[2:]) and 4 < first.sum() < 20  # about half of each kind
     for x0, offset in zip(batch["x0"], batch["offset"].tolist(), strict=True):
-        assert any(torch.equal(x0, clip[offset:offset + 8]) for clip in latents)
+        clips = stage.clips["latents"] if offset == 0 else latents[:, offset:offset + 8]  # t2v clips: no bounce
+        assert any(torch.equal(x0, clip.float()) for clip in clips)
+    seen = {}
+
+    def spy(x_t, t, **kwargs):
+        seen["t"] = t
+        return stage.model(x_t, t, **kwargs)
+
+    stage.loss(spy, batch, torch.Generator().manual_seed(0))
+    given = (seen["t"] == 0).sum(1)  # (B,) prefix lengths
+    assert (given[~first] >= 4).all() and (given[first] < 4).any()  # later windows show their motion
     with pytest.raises(ValueError, match="clip_frames must be >= the model's 8 frames"):
         ContinuationStage(init=tmp_path / "t2v", num_clips=3, clip_frames=4)
 

@@ -2,10 +2,16 @@
 
 The shipped t2v model is trained further with `continuation_loss` (streaming.py): a random-length clean prefix
 of each clip is given at t = 0 and the model denoises the rest, so that frames can be generated after frames
-that are already finished. The training clips are windows of F frames cut at a random start from long clips
-(`clip_frames`, 32 by default) that bounce off the walls, captioned with their first leg as the data set does:
-what a stream past F frames asks of the model (its sliding window re-indexes each window to rows 0 .. F-1).
-A window cut after frame 0 always gets at least one given frame: a stream never starts a window unseen.
+that are already finished. Two kinds of training window, as a stream meets them (its sliding window re-indexes
+each window to rows 0 .. F-1):
+- FIRST_WINDOW_SHARE of them are the t2v model's own F-frame clips (no wall reached, the caption is the motion
+  in every frame) with a prefix of 0 .. F-1 frames: the stream's first window, where the caption alone sets the
+  direction;
+- the others are windows cut at a random start after frame 0 of long clips (`clip_frames`, 32 by default) that
+  bounce off the walls, captioned with their first leg as the data set does, and always get at least F/2 given
+  frames (a stream in blocks of <= F/2 frames, one by default, has >= F/2 finished frames in every later window):
+  the prefix shows the motion, which after a bounce is no longer the caption's. Given one frame there, the model
+  would learn that a caption does not fix the direction, and the first window would lose it.
 `temporal_attention="bidirectional"` trains the bidirectional ablation the same way, from the same weights,
 to measure what directed attention buys when streaming.
 """
@@ -25,6 +31,7 @@ from minimagic.video_unet import VideoUNet
 
 PREVIEW_FRAMES = 16  # twice the trained window: the preview streams past it
 PREVIEW_STEPS = 10  # DDIM steps of the preview, kept short: it runs at the end of every short run
+FIRST_WINDOW_SHARE = 0.5  # training windows that are a clip's first F frames, as a stream's first window
 
 
 @dataclass
@@ -57,24 +64,33 @@ class ContinuationStage(TextToVideoStage):
         window = self.model.num_frames
         if options.clip_frames < window:
             raise ValueError(f"clip_frames must be >= the model's {window} frames, got {options.clip_frames}")
+        self.long = None  # long clips: latents (N, clip_frames, c, h, w) and their first-leg captions
         if options.clip_frames > window:
             long = encode_clips(self.vae, "train", options.num_clips, num_frames=options.clip_frames)
-            self.clips = {**self.clips, "latents": long["latents"],  # (N, clip_frames, c, h, w)
-                          "captions": captions(long["digits"], long["directions"])}
+            self.long = {"latents": long["latents"], "captions": captions(long["digits"], long["directions"])}
 
     def batch(self, batch_size: int, generator: torch.Generator) -> dict:
-        """A window of F frames at a random start of each drawn clip; `offset` > 0: cut after frame 0."""
-        batch = super().batch(batch_size, generator)  # x0 (B, clip_frames, c, h, w)
-        window, clip_frames = self.model.num_frames, batch["x0"].shape[1]
-        offset = torch.randint(clip_frames - window + 1, (batch_size,), generator=generator)  # (B,)
+        """Per item a t2v clip (FIRST_WINDOW_SHARE of them, `offset` 0) or a later window of a long clip."""
+        batch = super().batch(batch_size, generator)  # x0 (B, F, c, h, w): t2v clips
+        if self.long is None:
+            return {**batch, "offset": torch.zeros(batch_size, dtype=torch.long)}
+        window, clip_frames = self.model.num_frames, self.long["latents"].shape[1]
+        clip = torch.randint(len(self.long["latents"]), (batch_size,), generator=generator)  # (B,)
+        offset = torch.randint(1, clip_frames - window + 1, (batch_size,), generator=generator)  # (B,)
         frames = offset[:, None] + torch.arange(window)  # (B, F) frame indices
-        x0 = batch["x0"][torch.arange(batch_size)[:, None], frames]  # (B, F, c, h, w)
-        return {**batch, "x0": x0, "offset": offset}
+        later = self.long["latents"][clip[:, None], frames].float()  # (B, F, c, h, w)
+        context = self.contexts([self.long["captions"][i] for i in clip.tolist()], generator)  # (B, L, D)
+        first = torch.rand(batch_size, generator=generator) < FIRST_WINDOW_SHARE  # (B,)
+        return {**batch, "x0": torch.where(first[:, None, None, None, None], batch["x0"], later),
+                "context": torch.where(first[:, None, None], batch["context"], context),
+                "offset": torch.where(first, 0, offset)}
 
     def loss(self, model, batch: dict, generator: torch.Generator) -> torch.Tensor:
+        """`continuation_loss`; a window cut after frame 0 is given at least its first F/2 frames."""
         diffusion = self.diffusion.to(batch["x0"].device)
+        min_prefix = (batch["offset"] > 0).long() * (self.model.num_frames // 2)  # (B,)
         return continuation_loss(model, diffusion, batch["x0"], batch["context"], batch["fps"], generator,
-                                 min_prefix=(batch["offset"] > 0).long())
+                                 min_prefix=min_prefix)
 
     def preview(self, model, path: Path, generator: torch.Generator) -> None:
         pipe = self.pipeline(model)
