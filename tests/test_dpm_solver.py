@@ -26,19 +26,25 @@ def random_linear_denoiser(shape: tuple[int, ...]):
     return denoise
 
 
+def diffusers_scheduler(algorithm: str, prediction: str, timesteps: list[int]):
+    """diffusers' DPMSolverMultistepScheduler set up like minimagic's solver, on our ("leading") timesteps."""
+    diffusers = pytest.importorskip("diffusers")
+    scheduler = diffusers.DPMSolverMultistepScheduler(
+        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, algorithm_type=algorithm,
+        solver_order=2, lower_order_final=True, final_sigmas_type="zero",
+        prediction_type="epsilon" if prediction == "epsilon" else "v_prediction",
+    )
+    scheduler.set_timesteps(timesteps=timesteps)  # DDIM's "leading" steps, steps_offset=0
+    return scheduler
+
+
 @pytest.mark.parametrize("prediction", ["epsilon", "v"])
 @pytest.mark.parametrize("num_steps", [3, 10, 25])
 def test_dpm_solver_matches_diffusers(prediction, num_steps):
     """Whole trajectories from one x_T vs DPMSolverMultistepScheduler (dpmsolver++, order 2) on our timesteps;
     num_steps=3: a first-order step, one second-order step, then the last (first-order) step to abar = 1."""
-    diffusers = pytest.importorskip("diffusers")
     diffusion = GaussianDiffusion(DiffusionConfig(prediction=prediction))
-    ref = diffusers.DPMSolverMultistepScheduler(
-        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, algorithm_type="dpmsolver++",
-        solver_order=2, lower_order_final=True, final_sigmas_type="zero",
-        prediction_type="epsilon" if prediction == "epsilon" else "v_prediction",
-    )
-    ref.set_timesteps(timesteps=diffusion.timesteps(num_steps))  # DDIM's "leading" steps, steps_offset=0
+    ref = diffusers_scheduler("dpmsolver++", prediction, diffusion.timesteps(num_steps))
     shape = (2, 3, 4, 4)
     denoise = random_linear_denoiser(shape)
     ours = diffusion.sample(denoise, shape, num_steps, method="dpm++2m", generator=torch.Generator().manual_seed(1))
@@ -76,14 +82,8 @@ def test_dpm_solver_is_closer_than_ddim_to_the_exact_ode_solution(num_steps):
 def test_sde_dpm_solver_matches_diffusers(prediction, num_steps):
     """eta = 1: the SDE variant vs diffusers' sde-dpmsolver++ (midpoint), both drawing x_T and then one noise per
     step from generators seeded alike; a different eta or seed gives another sample."""
-    diffusers = pytest.importorskip("diffusers")
     diffusion = GaussianDiffusion(DiffusionConfig(prediction=prediction))
-    ref = diffusers.DPMSolverMultistepScheduler(
-        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, algorithm_type="sde-dpmsolver++",
-        solver_order=2, lower_order_final=True, final_sigmas_type="zero",
-        prediction_type="epsilon" if prediction == "epsilon" else "v_prediction",
-    )
-    ref.set_timesteps(timesteps=diffusion.timesteps(num_steps))
+    ref = diffusers_scheduler("sde-dpmsolver++", prediction, diffusion.timesteps(num_steps))
     shape = (2, 3, 4, 4)
     denoise = random_linear_denoiser(shape)
 
