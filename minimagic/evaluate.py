@@ -125,11 +125,12 @@ def evaluate_videovae(directory: Path, num_videos: int = 100, seed: int = 1, ste
 
     decoders = {"vae": image_vae.decode_video, "videovae": video_vae.decode_video,
                 "videovae_no_temporal": ablation.decode_video, "videovae_single_frames": single_frames}
-    results = {"held_out_clips": num_videos}
+    results = {"held_out_clips": num_videos, "held_out_background_flicker": round(background_flicker(video), 5)}
     for name, decoder in decoders.items():
         recon = torch.cat([decoder(chunk).clamp(-1, 1) for chunk in latents.split(20)])
         results[f"{name}_psnr_db"] = round(psnr(recon.flatten(0, 1), video.flatten(0, 1))[1], 3)
         results[f"{name}_flicker"] = round(flicker(recon, video), 5)
+        results[f"{name}_background_flicker"] = round(background_flicker(recon), 5)  # of real clips, decoded
     if (Path(t2v) / checkpoint.CONFIG).is_file():
         pipe, generator = TextToVideoPipeline.from_pretrained(t2v), torch.Generator().manual_seed(seed)
         prompts = [caption_for([i % 10], [i % len(DIRECTION_NAMES)]) for i in range(num_videos // 2)]

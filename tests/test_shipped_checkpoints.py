@@ -91,3 +91,4 @@ def test_videovae_evaluation_reports_the_decoder_without_its_temporal_layers(tmp
     assert row["videovae_no_temporal_flicker"] != row["vae_flicker"]  # a fine-tuned decoder, not the image VAE's
     assert row["videovae_no_temporal_flicker"] != row["videovae_flicker"]  # its temporal layers really are off
     assert row["videovae_single_frames_flicker"] != row["videovae_flicker"]  # no other frame to attend to
+    assert 0 < row["held_out_background_flicker"] < row["vae_background_flicker"]  # the floor: real clips' edges

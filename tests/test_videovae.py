@@ -63,17 +63,19 @@ def test_bad_shapes_are_refused(vae):
         video_vae.decode_video(torch.randn(4, 4, 8, 8))
 
 
-def test_stage_trains_the_decoder_and_leaves_the_encoder_frozen(tmp_path):
+@pytest.mark.parametrize("temporal_only", [False, True])
+def test_stage_trains_the_decoder_and_leaves_the_encoder_frozen(tmp_path, temporal_only):
     stage = VAEStage(preset="tiny")
     stage.save(stage.model, tmp_path / "vae", command="test", num_frames=16)
-    videovae_stage = VideoVAEStage(init=tmp_path / "vae", num_clips=4)
+    videovae_stage = VideoVAEStage(init=tmp_path / "vae", num_clips=4, temporal_only=temporal_only)
     model = videovae_stage.model
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     train(videovae_stage, TrainConfig(steps=2, batch_size=2, warmup=1, preview_every=2), tmp_path / "run")
     after = dict(model.named_parameters())
     encoder = [name for name in before if name.startswith(("vae.encoder.", "vae.quant_conv."))]
     assert encoder and all(torch.equal(before[name], after[name]) for name in encoder)
-    assert any(not torch.equal(before[name], after[name]) for name in before if name.startswith("vae.decoder."))
+    decoder = [name for name in before if name.startswith("vae.decoder.")]
+    assert any(not torch.equal(before[name], after[name]) for name in decoder) != temporal_only  # frozen if asked
     assert any(not torch.equal(before[name], after[name]) for name in before if name.startswith("temporal."))
 
 

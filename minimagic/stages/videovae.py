@@ -36,6 +36,8 @@ class VideoVAEOptions:
     pair_t_high: int = option(400, "see pair_t_low")
     num_clips: int = option(6000, "Moving-digit training clips")
     directed: bool = option(True, "directed (causal) temporal attention; false: bidirectional (an ablation)")
+    temporal_only: bool = option(False, "train only the temporal layers, the per-frame decoder frozen: what the "
+                                 "VideoVAE gains must then come from the other frames")
 
 
 def frame_differences(video: torch.Tensor) -> torch.Tensor:
@@ -71,6 +73,8 @@ class VideoVAEStage(Stage):
             self.model = VideoVAE.from_pretrained(options.init).train()
         else:
             self.model = VideoVAE.from_vae(VAE.from_pretrained(options.init), directed=options.directed)
+        if options.temporal_only:
+            self.model.vae.requires_grad_(False)  # only self.model.temporal learns
         self.temporal_weight, self.latent_noise = options.temporal_weight, options.latent_noise
         vae = self.model.vae  # its encoder is the frozen one of the image VAE
         self.latents = encode_clips(vae, "train", options.num_clips)["latents"]  # (N, F, c, h, w)
