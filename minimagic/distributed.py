@@ -87,5 +87,8 @@ def mean(value: float, device: torch.device) -> float:
 
 
 def teardown() -> None:
+    """Leave the process group once every rank is here: a gloo rank destroying its group while another still
+    works (rank 0 saving the checkpoint) can abort the process at exit."""
     if dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
