@@ -50,22 +50,23 @@ from minimagic.video_unet import VideoUNet
 WINDOW = 8  # frames per scored window (the trained clip length)
 
 
-def open_stream(pipe: TextToVideoPipeline, num_frames: int, use_cache: bool, steps: int, guidance: float, eta: float):
+def open_stream(pipe: TextToVideoPipeline, num_frames: int, use_cache: bool, steps: int, guidance: float, eta: float,
+                keep_frames: int | None = None):
     """The latent blocks of one prompt's stream (its text encoded now, at the call)."""
     return stream_pipeline(pipe, ["the digit three moves right"], num_frames, num_inference_steps=steps,
                            guidance_scale=guidance, eta=eta, generator=torch.Generator().manual_seed(0),
-                           use_cache=use_cache)
+                           use_cache=use_cache, keep_frames=keep_frames)
 
 
 def streams_in_turns(modes: dict, num_frames: int, steps: int, guidance: float, eta: float,
-                     first_block_only: bool = False) -> dict:
+                     first_block_only: bool = False, keep_frames: int | None = None) -> dict:
     """Per mode, the seconds it has spent when each frame is finished and decoded. The modes take turns block
     by block, so a busy moment of the shared CPU hits them alike; each mode's clock runs only in its turns.
     With `first_block_only`, only the first block (a bidirectional model's whole first window)."""
     clocks, times, streams = {}, {name: [] for name in modes}, {}
     for name, (pipe, use_cache) in modes.items():
         start = time.perf_counter()
-        streams[name] = open_stream(pipe, num_frames, use_cache, steps, guidance, eta)
+        streams[name] = open_stream(pipe, num_frames, use_cache, steps, guidance, eta, keep_frames)
         clocks[name] = time.perf_counter() - start
 
     def done(name: str) -> bool:
@@ -83,7 +84,7 @@ def streams_in_turns(modes: dict, num_frames: int, steps: int, guidance: float, 
 
 
 def latency(directed, bidirectional, lengths: list[int], steps: int, guidance: float, eta: float,
-            repeats: int = 3) -> dict:
+            repeats: int = 3, keep_frames: int | None = None) -> dict:
     window, longest = directed.unet.num_frames, max(lengths)
     modes = {"directed, cache": (directed, True), "directed, no cache": (directed, False),
              "bidirectional": (bidirectional, False)}
@@ -93,7 +94,7 @@ def latency(directed, bidirectional, lengths: list[int], steps: int, guidance: f
         for name, times in streams_in_turns(modes, longest, steps, guidance, eta, first_block_only=True).items():
             first[name].append(times[0])
     results = {}
-    for name, times in streams_in_turns(modes, longest, steps, guidance, eta).items():
+    for name, times in streams_in_turns(modes, longest, steps, guidance, eta, keep_frames=keep_frames).items():
         results[name] = {"first_frame_s": round(float(torch.tensor(first[name]).median()), 3),
                          "per_new_frame_s": round((times[-1] - times[window - 1]) / (longest - window), 3),
                          **{f"frames_{n}_s": round(times[n - 1], 2) for n in lengths}}
@@ -112,17 +113,20 @@ def held_out_prompts(num_clips: int, seed: int = 1) -> list[str]:
     return [caption_for([d], [k]) for d, k in zip(digits.tolist(), directions.tolist(), strict=True)]
 
 
-def generate(pipe, prompts, num_frames, steps, guidance, eta, seed, block_size=1, first_frame=None) -> torch.Tensor:
+def generate(pipe, prompts, num_frames, steps, guidance, eta, seed, block_size=1, first_frame=None,
+             keep_frames=None) -> torch.Tensor:
     """Stream clips (N, F, 1, H, W) in [-1, 1], decoded frame by frame by the VAE."""
     blocks = stream_pipeline(pipe, prompts, num_frames, first_frame, steps, guidance, eta,
-                             generator=torch.Generator().manual_seed(seed), block_size=block_size)
+                             generator=torch.Generator().manual_seed(seed), block_size=block_size,
+                             keep_frames=keep_frames)
     return pipe.decode(torch.cat(list(blocks), dim=1), "vae")
 
 
-def quality(pipe, classifier, num_clips, num_frames, steps, guidance, eta, seed, block_size) -> dict:
+def quality(pipe, classifier, num_clips, num_frames, steps, guidance, eta, seed, block_size, keep_frames=None) -> dict:
     prompts = held_out_prompts(num_clips, seed)
     start = time.time()
-    videos = generate(pipe, prompts, num_frames, steps, guidance, eta, seed, block_size)  # (N, F, 1, H, W)
+    videos = generate(pipe, prompts, num_frames, steps, guidance, eta, seed, block_size, None, keep_frames)
+    # videos: (N, F, 1, H, W)
     seconds = time.time() - start
     scores = video_scores(videos, prompts, classifier)
     truth = torch.tensor([parse_caption(prompt)[0] for prompt in prompts])  # (N, 2): digit, direction
@@ -148,7 +152,8 @@ def digit_crops(video: torch.Tensor, size: int = 28) -> torch.Tensor:
     return crops
 
 
-def image_to_video(pipe, classifier, num_clips, num_frames, steps, guidance, eta, seed, block_size) -> dict:
+def image_to_video(pipe, classifier, num_clips, num_frames, steps, guidance, eta, seed, block_size,
+                   keep_frames=None) -> dict:
     data = MovingDigits("test", seed=seed, num_frames=num_frames, size=pipe.image_size, length=4 * num_clips)
     items = [data[i] for i in range(num_clips)]
     others = {}  # another held-out digit of each class, the reference for "same handwriting"
@@ -156,7 +161,8 @@ def image_to_video(pipe, classifier, num_clips, num_frames, steps, guidance, eta
         others.setdefault(data[i]["digit"], data[i]["video"][:1])
     first = torch.stack([item["video"][0] for item in items])  # (N, 1, H, W)
     prompts = [item["caption"] for item in items]
-    videos = generate(pipe, prompts, num_frames, steps, guidance, eta, seed, block_size, first)  # (N, F, 1, H, W)
+    videos = generate(pipe, prompts, num_frames, steps, guidance, eta, seed, block_size, first, keep_frames)
+    # videos: (N, F, 1, H, W)
     generated = digit_crops(videos[:, 1:])  # (N, F-1, 1, 28, 28)
     given = digit_crops(first[:, None]).expand_as(generated)
     other = digit_crops(torch.stack([others.get(item["digit"], item["video"][:1]) for item in items]))
@@ -186,7 +192,8 @@ def markdown(results: dict) -> str:
              f"{meta.get('eta', 0.0)}, "
              f"{meta['threads']} CPU thread(s). Directed models stream frame by frame with the KV cache; bidirectional "
              f"ones sample their first window jointly, then {meta['bidirectional_block']} frame(s) at a time. Past the "
-             "window both continue after at least half of it (the window slides by F/2, minimagic/streaming.py).",
+             "window both continue after the last "
+             f"{meta.get('keep_frames') or 'F/2'} frames when it slides (keep_frames, minimagic/streaming.py).",
              "",
              "Models (each checkpoint's config.json: its training command and step):", ""]
     lines += [f"- {name}: `{info['command']}`, step {info['step']}" for name, info in meta["models"].items()]
@@ -233,6 +240,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--i2v-frames", type=int, default=16)
     parser.add_argument("--i2v-clips", type=int, help="image-to-video clips (default: --clips)")
     parser.add_argument("--bidirectional-block", type=int, default=4)
+    parser.add_argument("--keep-frames", type=int, help="frames the window keeps when it slides (default F/2)")
     parser.add_argument("--seed", type=int, default=1, help="prompts, digits and noise (1: held out)")
     parser.add_argument("--out", help="write the results as JSON")
     parser.add_argument("--md", help="and as a Markdown table")
@@ -262,16 +270,18 @@ def main(argv: list[str] | None = None) -> dict:
                         "clips": args.clips,
                         "latency_steps": args.latency_steps, "latency_repeats": args.latency_repeats,
                         "guidance": args.guidance, "eta": args.eta, "seed": args.seed,
-                        "bidirectional_block": args.bidirectional_block, "threads": torch.get_num_threads()},
+                        "bidirectional_block": args.bidirectional_block, "keep_frames": args.keep_frames,
+                        "threads": torch.get_num_threads()},
                "latency": latency(pipes[directed[0]], pipes[bidirectional[0]], args.lengths, args.latency_steps,
-                                  args.guidance, args.eta, args.latency_repeats)}
+                                  args.guidance, args.eta, args.latency_repeats, args.keep_frames)}
     results["quality"] = {name: quality(pipes[name], classifier, args.clips, args.frames, args.steps, args.guidance,
-                                        args.eta, args.seed, 1 if name in directed else args.bidirectional_block)
+                                        args.eta, args.seed, 1 if name in directed else args.bidirectional_block,
+                                        args.keep_frames)
                           for name in names}
     results["image_to_video"] = {directed[0]: image_to_video(pipes[directed[0]], classifier,
                                                              args.i2v_clips or args.clips,
                                                              args.i2v_frames, args.steps, args.guidance, args.eta,
-                                                             args.seed, 1)}
+                                                             args.seed, 1, args.keep_frames)}
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     if args.md:

@@ -11,12 +11,12 @@ Choices (ours, docs/paper.md §10):
 - cached frames are the clean, finished latents re-run once at t = 0 (one extra pass per block, not one per
   step): the same input as the given frames of `continuation_loss` in training;
 - the model has rows for F frames (adaptor rows S_i, B_i and frame positions); past F the window slides: when
-  a block of k new frames no longer fits, the window restarts at the last F - max(k, F/2) finished frames,
-  re-indexed to rows 0 .. F-1, so every frame keeps the rows it was trained with relative to its window, and
-  the next blocks fill it up again. Re-indexing changes a cached frame's row, hence its keys and values: when
-  the window slides the cache is rebuilt (one pass over F/2 frames every F/2 frames when streaming frame by
-  frame, instead of F - 1 frames every frame with a window that slides by one). A stream past its first
-  window always continues after >= F/2 finished frames, as the continuation stage trains it to;
+  a block of k new frames no longer fits, the window restarts at the last min(K, F - k) finished frames
+  (K = `keep_frames`, default F/2), re-indexed to rows 0 .. F-1, so every frame keeps the rows it was trained
+  with relative to its window, and the next blocks fill it up again. Re-indexing changes a cached frame's row,
+  hence its keys and values: when the window slides the cache is rebuilt (frame by frame with K = F/2: one
+  pass over F/2 frames every F/2 frames; K = F - 1 slides by one frame and rebuilds it at every frame, which
+  gives every new frame F - 1 frames of context for one more pass per frame);
 - a bidirectional model has no cache (its past frames see the new ones): it samples its first window jointly,
   then slides the window the same way, recomputing all of it at every step (meaningful after continuation
   training).
@@ -71,8 +71,8 @@ def continuation_loss(model: VideoUNet, diffusion: GaussianDiffusion, x0: torch.
 def stream_latents(model: VideoUNet, diffusion: GaussianDiffusion, context: torch.Tensor, uncond: torch.Tensor,
                    num_frames: int, fps: float, latent_size: tuple[int, int, int], num_steps: int = 25,
                    guidance_scale: float = 4.0, eta: float = 0.0, generator: torch.Generator | None = None,
-                   first_frame: torch.Tensor | None = None, block_size: int = 1,
-                   use_cache: bool = True) -> Iterator[torch.Tensor]:
+                   first_frame: torch.Tensor | None = None, block_size: int = 1, use_cache: bool = True,
+                   keep_frames: int | None = None) -> Iterator[torch.Tensor]:
     """Yield the latents of a clip of `num_frames` frames block by block, (B, k, c, h, w) each, as they finish.
 
     context (B, L, D) = tau(y), uncond (1, L, D) = tau(""); first_frame (B, c, h, w): a given frame 0
@@ -85,6 +85,10 @@ def stream_latents(model: VideoUNet, diffusion: GaussianDiffusion, context: torc
     if not 1 <= block_size < max(window, 2):
         raise ValueError(f"block_size must be in [1, {max(window - 1, 1)}] (the model sees {window} frames), "
                          f"got {block_size}")
+    keep_frames = window - window // 2 if keep_frames is None else keep_frames
+    if not 1 <= keep_frames < max(window, 2):
+        raise ValueError(f"keep_frames must be in [1, {max(window - 1, 1)}] (the model sees {window} frames), "
+                         f"got {keep_frames}")
     if use_cache and not directed:
         raise ValueError("a bidirectional model cannot use the KV cache: pass use_cache=False")
     B, device = context.shape[0], context.device
@@ -113,7 +117,7 @@ def stream_latents(model: VideoUNet, diffusion: GaussianDiffusion, context: torc
             size = block_size if directed else max(block_size, window - len(history))
             size = min(size, num_frames - len(history))
             if len(history) + size > start + window:  # the block does not fit: slide, keep the last frames
-                start = len(history) - (window - max(size, window // 2))
+                start = len(history) - min(keep_frames, window - size)
             prefix = torch.cat(history[start:], dim=1) if start < len(history) else None  # (B, P, c, h, w)
             if use_cache:
                 if cache_start != start:  # the window slid: its frames moved to other rows, rebuild the cache
@@ -144,8 +148,8 @@ def first_frame_latents(pipe, first_frame: torch.Tensor, batch_size: int) -> tor
 
 def stream_pipeline(pipe, prompts: list[str], num_frames: int, first_frame: torch.Tensor | None = None,
                     num_inference_steps: int = 25, guidance_scale: float = 4.0, eta: float = 0.0, fps: float = 8.0,
-                    generator: torch.Generator | None = None, block_size: int = 1,
-                    use_cache: bool | None = None) -> Iterator[torch.Tensor]:
+                    generator: torch.Generator | None = None, block_size: int = 1, use_cache: bool | None = None,
+                    keep_frames: int | None = None) -> Iterator[torch.Tensor]:
     """`stream_latents` for a TextToVideoPipeline and its prompts: latent blocks (B, k, c, h, w) as they finish.
 
     Directed models use the KV cache unless use_cache=False; a bidirectional model recomputes its window (the
@@ -157,10 +161,10 @@ def stream_pipeline(pipe, prompts: list[str], num_frames: int, first_frame: torc
     uncond, _ = pipe.text_encoder.uncond(1)  # (1, L, D) = tau("")
     given = first_frame_latents(pipe, first_frame, len(prompts)) if first_frame is not None else None
     pipe.unet.eval()
-    return stream_latents(pipe.unet, pipe.diffusion.to(device), context.to(device), uncond.to(device),
-                              num_frames, fps, pipe.latent_size, num_inference_steps, guidance_scale, eta,
-                              generator, given, block_size,
-                          pipe.unet.config.temporal_attention != "bidirectional" if use_cache is None else use_cache)
+    directed = pipe.unet.config.temporal_attention != "bidirectional"
+    return stream_latents(pipe.unet, pipe.diffusion.to(device), context.to(device), uncond.to(device), num_frames,
+                          fps, pipe.latent_size, num_inference_steps, guidance_scale, eta, generator, given,
+                          block_size, directed if use_cache is None else use_cache, keep_frames)
 
 
 def read_first_frame(path: str | Path, channels: int) -> torch.Tensor:

@@ -97,11 +97,11 @@ def stream(model, num_frames, **options):
     return torch.cat(list(blocks), dim=1)  # (B, num_frames, c, h, w)
 
 
-@pytest.mark.parametrize("block_size", [1, 2])
-def test_streaming_with_the_cache_equals_recomputing_the_window(block_size):
+@pytest.mark.parametrize("block_size,keep_frames", [(1, None), (2, None), (1, 3)])
+def test_streaming_with_the_cache_equals_recomputing_the_window(block_size, keep_frames):
     model = tiny_video_unet()  # trained for 4 frames: 7 frames slide the window
-    cached = stream(model, 7, block_size=block_size)
-    recomputed = stream(model, 7, block_size=block_size, use_cache=False)
+    cached = stream(model, 7, block_size=block_size, keep_frames=keep_frames)
+    recomputed = stream(model, 7, block_size=block_size, use_cache=False, keep_frames=keep_frames)
     assert cached.shape == (2, 7, *LATENT)
     torch.testing.assert_close(cached, recomputed, atol=1e-5, rtol=1e-5)  # latents reach ~8
 
@@ -120,6 +120,12 @@ def test_the_window_slides_by_half_keeping_at_least_half_of_it_and_the_cache_is_
     calls.clear()
     stream(spy, 7)
     assert [frames for frames, _, extend in calls if extend] == [1, 1, 1, 2, 1, 2]  # rebuilt at frames 4 and 6
+    calls.clear()
+    stream(spy, 7, keep_frames=3)  # the window slides by one frame: F - 1 frames of context for every new one
+    assert [frames for frames, _, extend in calls if extend] == [1, 1, 1, 3, 3, 3]
+    calls.clear()
+    stream(spy, 7, keep_frames=3, use_cache=False)
+    assert [prefix for _, prefix, _ in calls[::3]] == [0, 1, 2, 3, 3, 3, 3]
 
 
 def test_streamed_frames_do_not_depend_on_the_frames_after_them():
@@ -145,6 +151,8 @@ def test_streaming_errors():
         stream(model, 0)
     with pytest.raises(ValueError, match="block_size"):
         stream(model, 6, block_size=4)
+    with pytest.raises(ValueError, match="keep_frames must be in"):
+        stream(model, 6, keep_frames=4)
     with pytest.raises(ValueError, match="first_frame latents must be"):
         stream(model, 3, first_frame=torch.zeros(2, 4, 4, 4))
     with pytest.raises(ValueError, match="bidirectional model cannot use the KV cache"):
