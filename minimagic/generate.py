@@ -3,8 +3,26 @@ frame (§10), interpolated (stage 2) and super-resolved (stage 3), written as a 
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from minimagic.flags import check_output
+
+if TYPE_CHECKING:
+    import torch
+
+
+def read_first_frame(path: str | Path, channels: int) -> "torch.Tensor":
+    """An image file (PNG, ...) as a first frame (channels, H, W) in [-1, 1], for image-to-video."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"first frame image not found: {path}")
+    with Image.open(path) as image:
+        pixels = torch.from_numpy(np.array(image.convert("L" if channels == 1 else "RGB"))).float()  # (H, W[, 3])
+    pixels = pixels[None] if channels == 1 else pixels.permute(2, 0, 1)  # (C, H, W)
+    return pixels / 127.5 - 1
 
 
 def generate_command(args: argparse.Namespace, argv: list[str]) -> None:
@@ -12,7 +30,7 @@ def generate_command(args: argparse.Namespace, argv: list[str]) -> None:
 
     from minimagic.device import pick_device
     from minimagic.pipeline import TextToVideoPipeline
-    from minimagic.streaming import read_first_frame, stream_to_folder
+    from minimagic.streaming import stream_to_folder
     from minimagic.superres import SuperResolution
     from minimagic.video import WRITE_FORMATS, save_video
 

@@ -8,28 +8,26 @@ and with `use_cache` (directed models) those P frames enter only through a Tempo
 on the new block alone, which attends to the cached keys and values.
 
 Choices (ours, docs/paper.md §10):
-- cached frames are the clean, finished latents re-run once at t = 0 (one extra pass per block, not one per
-  step): the same input as the given frames of `continuation_loss` in training;
+- cached frames are the finished latents re-run once at t = 0 (one extra pass per block, not one per step):
+  the same input as the given frames of `continuation_loss` in training. With `context_t` = c > 0 (a model
+  trained with `context_noise`) they enter noised once to z_c = sqrt(abar_c) z_0 + sqrt(1 - abar_c) eps, at
+  t = c: the model then leans less on its own frames' small errors, which add up over a long stream;
 - the model has rows for F frames (adaptor rows S_i, B_i and frame positions); past F the window slides: when
   a block of k new frames no longer fits, the window restarts at the last min(K, F - k) finished frames
   (K = `keep_frames`, default F/2), re-indexed to rows 0 .. F-1, so every frame keeps the rows it was trained
-  with relative to its window, and the next blocks fill it up again. Re-indexing changes a cached frame's row,
-  hence its keys and values: when the window slides the cache is rebuilt (frame by frame with K = F/2: one
-  pass over F/2 frames every F/2 frames; K = F - 1 slides by one frame and rebuilds it at every frame, which
-  gives every new frame F - 1 frames of context for one more pass per frame);
+  with relative to its window, and the next blocks fill it up again. A cached frame's new row changes its
+  keys and values: the cache is rebuilt when the window slides (with K = F/2 one pass over F/2 frames every
+  F/2 frames; K = F - 1 gives every new frame F - 1 frames of context for a rebuild at every frame);
 - a bidirectional model has no cache (its past frames see the new ones): it samples its first window jointly,
-  then slides the window the same way, recomputing all of it at every step (meaningful after continuation
-  training).
+  then slides the window the same way, recomputing all of it at every step (after continuation training).
 """
 
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
@@ -41,13 +39,14 @@ from minimagic.video_unet import VideoUNet
 
 def continuation_loss(model: VideoUNet, diffusion: GaussianDiffusion, x0: torch.Tensor, context: torch.Tensor,
                       fps: torch.Tensor, generator: torch.Generator | None = None,
-                      min_prefix: torch.Tensor | None = None) -> torch.Tensor:
+                      min_prefix: torch.Tensor | None = None, context_noise: int = 0) -> torch.Tensor:
     """|| eps - eps_theta([z_0^{<k}, z_t^{>=k}], [0, .., 0, t, .., t]) ||^2 on the noisy frames only.
 
     A clean prefix of random length: per clip, k ~ U{m..F-1} first frames are given clean at t = 0 and the
     other frames are noised at one t ~ U{0..T-1}. k = 0 is the text-to-video loss; k >= 1 teaches the model to
     continue a clip (k = 1: image-to-video), which is what `stream_latents` asks of it. min_prefix m (B,)
-    (default 0): windows cut from the middle of a long clip get m = 1, as streaming never starts one unseen."""
+    (default 0): windows cut from the middle of a long clip get m = 1, as streaming never starts one unseen.
+    context_noise c > 0: the prefix is given noised to a level t_c ~ U{0..c} per clip (at t = t_c) instead."""
     if x0.ndim != 5:
         raise ValueError(f"x0 must be latents (B, F, c, h, w), got {tuple(x0.shape)}")
     B, num_frames = x0.shape[:2]
@@ -57,11 +56,13 @@ def continuation_loss(model: VideoUNet, diffusion: GaussianDiffusion, x0: torch.
     k = (low + uniform * (num_frames - low)).long().clamp(max=num_frames - 1).to(x0.device)  # (B,) prefix lengths
     t = torch.randint(0, diffusion.num_timesteps, (B,), generator=generator, device=draw).to(x0.device)
     noise = torch.randn(x0.shape, generator=generator, device=draw).to(x0.device, x0.dtype)  # eps
-    given = torch.arange(num_frames, device=x0.device) < k[:, None]  # (B, F): True = clean prefix frame
-    t_frames = torch.where(given, 0, t[:, None])  # (B, F) per-frame timesteps
+    t_given = torch.randint(0, context_noise + 1, (B,), generator=generator, device=draw).to(x0.device) \
+        if context_noise > 0 else torch.zeros_like(t)  # (B,) the prefix's noise level
+    given = torch.arange(num_frames, device=x0.device) < k[:, None]  # (B, F): True = prefix frame
+    t_frames = torch.where(given, t_given[:, None], t[:, None])  # (B, F) per-frame timesteps
     abar = diffusion.alphas_cumprod.to(x0.device)[t_frames].to(x0.dtype)[..., None, None, None]  # (B, F, 1, 1, 1)
     noisy = abar.sqrt() * x0 + (1 - abar).sqrt() * noise  # z_t = sqrt(abar_t) z_0 + sqrt(1 - abar_t) eps
-    x_t = torch.where(given[..., None, None, None], x0, noisy)  # (B, F, c, h, w)
+    x_t = torch.where((given & (t_frames == 0))[..., None, None, None], x0, noisy)  # (B, F, c, h, w)
     target = noise if diffusion.config.prediction == "epsilon" else abar.sqrt() * noise - (1 - abar).sqrt() * x0
     output = model(x_t, t_frames, context=context, fps=fps)
     per_frame = F.mse_loss(output, target, reduction="none").mean(dim=(2, 3, 4))  # (B, F)
@@ -72,27 +73,30 @@ def stream_latents(model: VideoUNet, diffusion: GaussianDiffusion, context: torc
                    num_frames: int, fps: float, latent_size: tuple[int, int, int], num_steps: int = 25,
                    guidance_scale: float = 4.0, eta: float = 0.0, generator: torch.Generator | None = None,
                    first_frame: torch.Tensor | None = None, block_size: int = 1, use_cache: bool = True,
-                   keep_frames: int | None = None) -> Iterator[torch.Tensor]:
+                   keep_frames: int | None = None, context_t: int = 0) -> Iterator[torch.Tensor]:
     """Yield the latents of a clip of `num_frames` frames block by block, (B, k, c, h, w) each, as they finish.
 
     context (B, L, D) = tau(y), uncond (1, L, D) = tau(""); first_frame (B, c, h, w): a given frame 0
     (image-to-video), yielded first. Directed models make blocks of `block_size` frames (the cache needs
     `use_cache` and directed attention); a bidirectional model makes its first window of F frames jointly.
-    Bad arguments raise here, before the first block is computed."""
+    keep_frames and context_t: see above. Bad arguments raise here, before the first block is computed."""
     window, directed = model.num_frames, model.config.temporal_attention != "bidirectional"
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
-    if not 1 <= block_size < max(window, 2):
-        raise ValueError(f"block_size must be in [1, {max(window - 1, 1)}] (the model sees {window} frames), "
-                         f"got {block_size}")
     keep_frames = window - window // 2 if keep_frames is None else keep_frames
-    if not 1 <= keep_frames < max(window, 2):
-        raise ValueError(f"keep_frames must be in [1, {max(window - 1, 1)}] (the model sees {window} frames), "
-                         f"got {keep_frames}")
+    for name, value in (("block_size", block_size), ("keep_frames", keep_frames)):
+        if not 1 <= value < max(window, 2):
+            raise ValueError(f"{name} must be in [1, {max(window - 1, 1)}] ({window} frames in the model), got {value}")
+    if not 0 <= context_t < diffusion.num_timesteps:
+        raise ValueError(f"context_t must be in [0, {diffusion.num_timesteps - 1}], got {context_t}")
     if use_cache and not directed:
         raise ValueError("a bidirectional model cannot use the KV cache: pass use_cache=False")
+    if first_frame is not None and first_frame.shape != (context.shape[0], *latent_size):
+        raise ValueError(f"first_frame latents must be ({context.shape[0]}, {', '.join(map(str, latent_size))}), "
+                         f"got {tuple(first_frame.shape)}")
     B, device = context.shape[0], context.device
     fps_batch = torch.full((B,), float(fps), device=device)
+    t_given = torch.full((B,), context_t, dtype=torch.long, device=device)  # the finished frames' noise level
 
     def guided(x: torch.Tensor, t: torch.Tensor, **options) -> torch.Tensor:
         return classifier_free_guidance(model, x, t, context, uncond, guidance_scale, fps=fps_batch, **options)
@@ -101,17 +105,23 @@ def stream_latents(model: VideoUNet, diffusion: GaussianDiffusion, context: torc
         """eps of the new block x (B, k, c, h, w) at t (B,), after the finished prefix (B, P, c, h, w)."""
         if cache is not None or prefix is None:
             return guided(x, t, cache=cache)
-        t_frames = torch.cat([t.new_zeros(B, prefix.shape[1]), t[:, None].expand(-1, x.shape[1])], dim=1)  # (B, P+k)
-        return guided(torch.cat([prefix, x], dim=1), t_frames)[:, prefix.shape[1]:]  # (B, k, c, h, w)
+        t_frames = torch.cat([t_given[:, None].expand(-1, prefix.shape[1]), t[:, None].expand(-1, x.shape[1])], 1)
+        return guided(torch.cat([prefix, x], dim=1), t_frames)[:, prefix.shape[1]:]  # (B, P + k) t: (B, k, c, h, w)
 
-    if first_frame is not None and first_frame.shape != (B, *latent_size):
-        raise ValueError(f"first_frame latents must be ({B}, {', '.join(map(str, latent_size))}), "
-                         f"got {tuple(first_frame.shape)}")
+
+    def seen(frames: torch.Tensor) -> list[torch.Tensor]:
+        """Finished frames (B, k, c, h, w) as the model is given them, at t = context_t: (B, 1, c, h, w) each."""
+        if context_t > 0:
+            noise = torch.randn(frames.shape, generator=generator, device=generator.device if generator else device)
+            frames = diffusion.q_sample(frames, t_given, noise.to(device))
+        return list(frames.split(1, dim=1))
 
     @torch.no_grad()
     def blocks() -> Iterator[torch.Tensor]:
-        history = [] if first_frame is None else [first_frame[:, None].to(device)]  # finished frames (B, 1, c, h, w)
-        yield from history
+        history = []  # the finished frames as the model sees them, (B, 1, c, h, w) each
+        if first_frame is not None:
+            history += seen(first_frame[:, None].to(device))
+            yield first_frame[:, None].to(device)
         cache, cache_start, start = None, -1, 0
         while len(history) < num_frames:
             size = block_size if directed else max(block_size, window - len(history))
@@ -123,12 +133,11 @@ def stream_latents(model: VideoUNet, diffusion: GaussianDiffusion, context: torc
                 if cache_start != start:  # the window slid: its frames moved to other rows, rebuild the cache
                     cache, cache_start = TemporalKVCache(), start
                 missing = history[start + cache.num_frames:]
-                if missing:  # finished frames not cached yet: one pass at t = 0 writes their K, V
-                    zero = torch.zeros(B, dtype=torch.long, device=device)
-                    guided(torch.cat(missing, dim=1), zero, cache=cache, extend_cache=True)
+                if missing:  # finished frames not cached yet: one pass at t = context_t writes their K, V
+                    guided(torch.cat(missing, dim=1), t_given, cache=cache, extend_cache=True)
             block = diffusion.sample(partial(denoise, prefix=prefix, cache=cache), (B, size, *latent_size),
                                      num_steps, eta=eta, generator=generator, device=device)
-            history += list(block.split(1, dim=1))
+            history += seen(block)
             yield block
 
     return blocks()
@@ -149,11 +158,12 @@ def first_frame_latents(pipe, first_frame: torch.Tensor, batch_size: int) -> tor
 def stream_pipeline(pipe, prompts: list[str], num_frames: int, first_frame: torch.Tensor | None = None,
                     num_inference_steps: int = 25, guidance_scale: float = 4.0, eta: float = 0.0, fps: float = 8.0,
                     generator: torch.Generator | None = None, block_size: int = 1, use_cache: bool | None = None,
-                    keep_frames: int | None = None) -> Iterator[torch.Tensor]:
+                    **options) -> Iterator[torch.Tensor]:
     """`stream_latents` for a TextToVideoPipeline and its prompts: latent blocks (B, k, c, h, w) as they finish.
 
     Directed models use the KV cache unless use_cache=False; a bidirectional model recomputes its window (the
-    documented fallback past its trained frame count, meaningful for a model trained with `continuation_loss`)."""
+    documented fallback past its trained frame count, meaningful for a model trained with `continuation_loss`).
+    options: `stream_latents`'s keep_frames and context_t."""
     if not pipe.is_video:
         raise ValueError("streaming needs a text-to-video model, this pipeline holds an image model")
     device = pipe.device
@@ -164,17 +174,7 @@ def stream_pipeline(pipe, prompts: list[str], num_frames: int, first_frame: torc
     directed = pipe.unet.config.temporal_attention != "bidirectional"
     return stream_latents(pipe.unet, pipe.diffusion.to(device), context.to(device), uncond.to(device), num_frames,
                           fps, pipe.latent_size, num_inference_steps, guidance_scale, eta, generator, given,
-                          block_size, directed if use_cache is None else use_cache, keep_frames)
-
-
-def read_first_frame(path: str | Path, channels: int) -> torch.Tensor:
-    """An image file (PNG, ...) as a first frame (channels, H, W) in [-1, 1], for image-to-video."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"first frame image not found: {path}")
-    with Image.open(path) as image:
-        pixels = torch.from_numpy(np.array(image.convert("L" if channels == 1 else "RGB"))).float()  # (H, W[, 3])
-    pixels = pixels[None] if channels == 1 else pixels.permute(2, 0, 1)  # (C, H, W)
-    return pixels / 127.5 - 1
+                          block_size, directed if use_cache is None else use_cache, **options)
 
 
 def stream_frames(pipe, prompts: list[str], num_frames: int, first_frame: torch.Tensor | None = None,

@@ -97,11 +97,12 @@ def stream(model, num_frames, **options):
     return torch.cat(list(blocks), dim=1)  # (B, num_frames, c, h, w)
 
 
-@pytest.mark.parametrize("block_size,keep_frames", [(1, None), (2, None), (1, 3)])
-def test_streaming_with_the_cache_equals_recomputing_the_window(block_size, keep_frames):
+@pytest.mark.parametrize("block_size,keep_frames,context_t", [(1, None, 0), (2, None, 0), (1, 3, 0), (1, None, 50)])
+def test_streaming_with_the_cache_equals_recomputing_the_window(block_size, keep_frames, context_t):
     model = tiny_video_unet()  # trained for 4 frames: 7 frames slide the window
-    cached = stream(model, 7, block_size=block_size, keep_frames=keep_frames)
-    recomputed = stream(model, 7, block_size=block_size, use_cache=False, keep_frames=keep_frames)
+    options = {"block_size": block_size, "keep_frames": keep_frames, "context_t": context_t}
+    cached = stream(model, 7, **options)
+    recomputed = stream(model, 7, use_cache=False, **options)
     assert cached.shape == (2, 7, *LATENT)
     torch.testing.assert_close(cached, recomputed, atol=1e-5, rtol=1e-5)  # latents reach ~8
 
@@ -143,6 +144,8 @@ def test_image_to_video_keeps_the_given_frame_and_conditions_on_it():
     assert video.shape == (2, 5, *LATENT) and torch.equal(video[:, 0], first)
     other = stream(model, 5, first_frame=-first)
     assert (video[:, 1] - other[:, 1]).abs().max() > 1e-3
+    noised = stream(model, 5, first_frame=first, context_t=100)  # the model is given frame 0 noised, t = 100
+    assert torch.equal(noised[:, 0], first) and (noised[:, 1] - video[:, 1]).abs().max() > 1e-3
 
 
 def test_streaming_errors():
@@ -153,6 +156,8 @@ def test_streaming_errors():
         stream(model, 6, block_size=4)
     with pytest.raises(ValueError, match="keep_frames must be in"):
         stream(model, 6, keep_frames=4)
+    with pytest.raises(ValueError, match=r"context_t must be in \[0, 999\]"):
+        stream(model, 6, context_t=1000)
     with pytest.raises(ValueError, match="first_frame latents must be"):
         stream(model, 3, first_frame=torch.zeros(2, 4, 4, 4))
     with pytest.raises(ValueError, match="bidirectional model cannot use the KV cache"):
@@ -188,6 +193,27 @@ def test_continuation_loss_gives_the_prefix_clean_at_t0_and_scores_only_the_nois
     continuation_loss(spy, GaussianDiffusion(), x0, context, fps.repeat(4), torch.Generator().manual_seed(0),
                       min_prefix=torch.ones(8, dtype=torch.long))  # windows cut after frame 0 of a long clip
     assert (seen["t"][:, 0] == 0).all() and (seen["t"][:, -1] > 0).all()
+
+
+def test_continuation_loss_with_context_noise_gives_the_prefix_noised_to_a_low_level():
+    model, diffusion = tiny_video_unet(), GaussianDiffusion()
+    x0, _, context, fps = inputs(4, batch=64)
+    seen = {}
+
+    def spy(x_t, t, **kwargs):
+        seen["x_t"], seen["t"] = x_t, t
+        return model(x_t, t, **kwargs)
+
+    generator = torch.Generator().manual_seed(0)
+    continuation_loss(spy, diffusion, x0, context, fps.repeat(32), generator, min_prefix=torch.ones(64),
+                      context_noise=20)
+    t_given = seen["t"][:, 0]  # (B,) every clip has a prefix here
+    assert t_given.max() <= 20 and (t_given == 0).any() and (t_given > 10).any()
+    clean = t_given == 0
+    assert torch.equal(seen["x_t"][clean, 0], x0[clean, 0])  # level 0: exactly the clean frame
+    abar = diffusion.alphas_cumprod[t_given[~clean]].view(-1, 1, 1, 1)
+    residual = (seen["x_t"][~clean, 0] - abar.sqrt() * x0[~clean, 0]) / (1 - abar).sqrt()  # the noise drawn
+    assert 0.8 < residual.std() < 1.2  # noised to exactly that level
 
 
 def test_continuation_batches_are_t2v_clips_or_later_windows_of_long_clips_given_half_their_frames(

@@ -40,6 +40,7 @@ class ContinuationOptions:
     num_clips: int = option(6000, "Moving-digit training clips")
     temporal_attention: str = option("directed", "directed, or bidirectional (the ablation; same weights)")
     clip_frames: int = option(32, "frames of the long, bouncing clips the training windows are cut from")
+    context_noise: int = option(0, "given frames noised to a level t_c ~ U{0..this} (0: clean; streaming.py)")
 
 
 class ContinuationStage(TextToVideoStage):
@@ -61,7 +62,10 @@ class ContinuationStage(TextToVideoStage):
             model = VideoUNet.from_config_dict(config)
             model.load_state_dict(self.model.state_dict())  # same parameters, another mask
             self.model = model.train()
-        window = self.model.num_frames
+        window, self.context_noise = self.model.num_frames, options.context_noise
+        if not 0 <= self.context_noise < self.diffusion.num_timesteps:
+            raise ValueError(f"context_noise must be in [0, {self.diffusion.num_timesteps - 1}], "
+                             f"got {self.context_noise}")
         if options.clip_frames < window:
             raise ValueError(f"clip_frames must be >= the model's {window} frames, got {options.clip_frames}")
         self.long = None  # long clips: latents (N, clip_frames, c, h, w) and their first-leg captions
@@ -90,7 +94,7 @@ class ContinuationStage(TextToVideoStage):
         diffusion = self.diffusion.to(batch["x0"].device)
         min_prefix = (batch["offset"] > 0).long() * (self.model.num_frames // 2)  # (B,)
         return continuation_loss(model, diffusion, batch["x0"], batch["context"], batch["fps"], generator,
-                                 min_prefix=min_prefix)
+                                 min_prefix=min_prefix, context_noise=self.context_noise)
 
     def preview(self, model, path: Path, generator: torch.Generator) -> None:
         pipe = self.pipeline(model)
