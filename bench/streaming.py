@@ -51,22 +51,22 @@ WINDOW = 8  # frames per scored window (the trained clip length)
 
 
 def open_stream(pipe: TextToVideoPipeline, num_frames: int, use_cache: bool, steps: int, guidance: float, eta: float,
-                keep_frames: int | None = None):
+                options: dict | None = None):
     """The latent blocks of one prompt's stream (its text encoded now, at the call)."""
     return stream_pipeline(pipe, ["the digit three moves right"], num_frames, num_inference_steps=steps,
                            guidance_scale=guidance, eta=eta, generator=torch.Generator().manual_seed(0),
-                           use_cache=use_cache, keep_frames=keep_frames)
+                           use_cache=use_cache, **(options or {}))
 
 
 def streams_in_turns(modes: dict, num_frames: int, steps: int, guidance: float, eta: float,
-                     first_block_only: bool = False, keep_frames: int | None = None) -> dict:
+                     first_block_only: bool = False, options: dict | None = None) -> dict:
     """Per mode, the seconds it has spent when each frame is finished and decoded. The modes take turns block
     by block, so a busy moment of the shared CPU hits them alike; each mode's clock runs only in its turns.
     With `first_block_only`, only the first block (a bidirectional model's whole first window)."""
     clocks, times, streams = {}, {name: [] for name in modes}, {}
     for name, (pipe, use_cache) in modes.items():
         start = time.perf_counter()
-        streams[name] = open_stream(pipe, num_frames, use_cache, steps, guidance, eta, keep_frames)
+        streams[name] = open_stream(pipe, num_frames, use_cache, steps, guidance, eta, options)
         clocks[name] = time.perf_counter() - start
 
     def done(name: str) -> bool:
@@ -84,7 +84,7 @@ def streams_in_turns(modes: dict, num_frames: int, steps: int, guidance: float, 
 
 
 def latency(directed, bidirectional, lengths: list[int], steps: int, guidance: float, eta: float,
-            repeats: int = 3, keep_frames: int | None = None) -> dict:
+            repeats: int = 3, options: dict | None = None) -> dict:
     window, longest = directed.unet.num_frames, max(lengths)
     modes = {"directed, cache": (directed, True), "directed, no cache": (directed, False),
              "bidirectional": (bidirectional, False)}
@@ -94,7 +94,7 @@ def latency(directed, bidirectional, lengths: list[int], steps: int, guidance: f
         for name, times in streams_in_turns(modes, longest, steps, guidance, eta, first_block_only=True).items():
             first[name].append(times[0])
     results = {}
-    for name, times in streams_in_turns(modes, longest, steps, guidance, eta, keep_frames=keep_frames).items():
+    for name, times in streams_in_turns(modes, longest, steps, guidance, eta, options=options).items():
         results[name] = {"first_frame_s": round(float(torch.tensor(first[name]).median()), 3),
                          "per_new_frame_s": round((times[-1] - times[window - 1]) / (longest - window), 3),
                          **{f"frames_{n}_s": round(times[n - 1], 2) for n in lengths}}
@@ -114,18 +114,18 @@ def held_out_prompts(num_clips: int, seed: int = 1) -> list[str]:
 
 
 def generate(pipe, prompts, num_frames, steps, guidance, eta, seed, block_size=1, first_frame=None,
-             keep_frames=None) -> torch.Tensor:
+             options=None) -> torch.Tensor:
     """Stream clips (N, F, 1, H, W) in [-1, 1], decoded frame by frame by the VAE."""
     blocks = stream_pipeline(pipe, prompts, num_frames, first_frame, steps, guidance, eta,
                              generator=torch.Generator().manual_seed(seed), block_size=block_size,
-                             keep_frames=keep_frames)
+                             **(options or {}))
     return pipe.decode(torch.cat(list(blocks), dim=1), "vae")
 
 
-def quality(pipe, classifier, num_clips, num_frames, steps, guidance, eta, seed, block_size, keep_frames=None) -> dict:
+def quality(pipe, classifier, num_clips, num_frames, steps, guidance, eta, seed, block_size, options=None) -> dict:
     prompts = held_out_prompts(num_clips, seed)
     start = time.time()
-    videos = generate(pipe, prompts, num_frames, steps, guidance, eta, seed, block_size, None, keep_frames)
+    videos = generate(pipe, prompts, num_frames, steps, guidance, eta, seed, block_size, None, options)
     # videos: (N, F, 1, H, W)
     seconds = time.time() - start
     scores = video_scores(videos, prompts, classifier)
@@ -153,7 +153,7 @@ def digit_crops(video: torch.Tensor, size: int = 28) -> torch.Tensor:
 
 
 def image_to_video(pipe, classifier, num_clips, num_frames, steps, guidance, eta, seed, block_size,
-                   keep_frames=None) -> dict:
+                   options=None) -> dict:
     data = MovingDigits("test", seed=seed, num_frames=num_frames, size=pipe.image_size, length=4 * num_clips)
     items = [data[i] for i in range(num_clips)]
     others = {}  # another held-out digit of each class, the reference for "same handwriting"
@@ -161,7 +161,7 @@ def image_to_video(pipe, classifier, num_clips, num_frames, steps, guidance, eta
         others.setdefault(data[i]["digit"], data[i]["video"][:1])
     first = torch.stack([item["video"][0] for item in items])  # (N, 1, H, W)
     prompts = [item["caption"] for item in items]
-    videos = generate(pipe, prompts, num_frames, steps, guidance, eta, seed, block_size, first, keep_frames)
+    videos = generate(pipe, prompts, num_frames, steps, guidance, eta, seed, block_size, first, options)
     # videos: (N, F, 1, H, W)
     generated = digit_crops(videos[:, 1:])  # (N, F-1, 1, 28, 28)
     given = digit_crops(first[:, None]).expand_as(generated)
@@ -193,7 +193,8 @@ def markdown(results: dict) -> str:
              f"{meta['threads']} CPU thread(s). Directed models stream frame by frame with the KV cache; bidirectional "
              f"ones sample their first window jointly, then {meta['bidirectional_block']} frame(s) at a time. Past the "
              "window both continue after the last "
-             f"{meta.get('keep_frames') or 'F/2'} frames when it slides (keep_frames, minimagic/streaming.py).",
+             f"{meta.get('keep_frames') or 'F/2'} frames when it slides (keep_frames, minimagic/streaming.py); the "
+             f"finished frames are given at t = {meta.get('context_t', 0)} (context_t).",
              "",
              "Models (each checkpoint's config.json: its training command and step):", ""]
     lines += [f"- {name}: `{info['command']}`, step {info['step']}" for name, info in meta["models"].items()]
@@ -241,10 +242,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--i2v-clips", type=int, help="image-to-video clips (default: --clips)")
     parser.add_argument("--bidirectional-block", type=int, default=4)
     parser.add_argument("--keep-frames", type=int, help="frames the window keeps when it slides (default F/2)")
+    parser.add_argument("--context-t", type=int, default=0, help="noise level t of the finished frames given")
     parser.add_argument("--seed", type=int, default=1, help="prompts, digits and noise (1: held out)")
     parser.add_argument("--out", help="write the results as JSON")
     parser.add_argument("--md", help="and as a Markdown table")
     args = parser.parse_args(argv)
+    options = {"keep_frames": args.keep_frames, "context_t": args.context_t}  # stream_latents's
     torch.set_num_threads(1)
     if args.quick:
         pipes = dict(zip(["directed (tiny)", "bidirectional (tiny)"], tiny_pipelines(), strict=True))
@@ -270,18 +273,18 @@ def main(argv: list[str] | None = None) -> dict:
                         "clips": args.clips,
                         "latency_steps": args.latency_steps, "latency_repeats": args.latency_repeats,
                         "guidance": args.guidance, "eta": args.eta, "seed": args.seed,
-                        "bidirectional_block": args.bidirectional_block, "keep_frames": args.keep_frames,
+                        "bidirectional_block": args.bidirectional_block, **options,
                         "threads": torch.get_num_threads()},
                "latency": latency(pipes[directed[0]], pipes[bidirectional[0]], args.lengths, args.latency_steps,
-                                  args.guidance, args.eta, args.latency_repeats, args.keep_frames)}
+                                  args.guidance, args.eta, args.latency_repeats, options)}
     results["quality"] = {name: quality(pipes[name], classifier, args.clips, args.frames, args.steps, args.guidance,
                                         args.eta, args.seed, 1 if name in directed else args.bidirectional_block,
-                                        args.keep_frames)
+                                        options)
                           for name in names}
     results["image_to_video"] = {directed[0]: image_to_video(pipes[directed[0]], classifier,
                                                              args.i2v_clips or args.clips,
                                                              args.i2v_frames, args.steps, args.guidance, args.eta,
-                                                             args.seed, 1, args.keep_frames)}
+                                                             args.seed, 1, options)}
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     if args.md:

@@ -163,7 +163,7 @@ def stream_pipeline(pipe, prompts: list[str], num_frames: int, first_frame: torc
 
     Directed models use the KV cache unless use_cache=False; a bidirectional model recomputes its window (the
     documented fallback past its trained frame count, meaningful for a model trained with `continuation_loss`).
-    options: `stream_latents`'s keep_frames and context_t."""
+    options: `stream_latents`'s keep_frames and context_t (default: the pipeline's `stream_context_t`)."""
     if not pipe.is_video:
         raise ValueError("streaming needs a text-to-video model, this pipeline holds an image model")
     device = pipe.device
@@ -171,10 +171,10 @@ def stream_pipeline(pipe, prompts: list[str], num_frames: int, first_frame: torc
     uncond, _ = pipe.text_encoder.uncond(1)  # (1, L, D) = tau("")
     given = first_frame_latents(pipe, first_frame, len(prompts)) if first_frame is not None else None
     pipe.unet.eval()
-    directed = pipe.unet.config.temporal_attention != "bidirectional"
+    use_cache = pipe.unet.config.temporal_attention != "bidirectional" if use_cache is None else use_cache
     return stream_latents(pipe.unet, pipe.diffusion.to(device), context.to(device), uncond.to(device), num_frames,
                           fps, pipe.latent_size, num_inference_steps, guidance_scale, eta, generator, given,
-                          block_size, directed if use_cache is None else use_cache, **options)
+                          block_size, use_cache, **{"context_t": pipe.stream_context_t, **options})
 
 
 def stream_frames(pipe, prompts: list[str], num_frames: int, first_frame: torch.Tensor | None = None,

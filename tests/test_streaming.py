@@ -15,7 +15,7 @@ from minimagic.exercises.streaming import check_streaming_mask, streaming_mask
 from minimagic.metrics import motion_direction
 from minimagic.pipeline import TextToVideoPipeline
 from minimagic.stages import ContinuationStage
-from minimagic.streaming import continuation_loss, stream_latents
+from minimagic.streaming import continuation_loss, stream_latents, stream_pipeline
 from minimagic.temporal_attention import TemporalKVCache
 from minimagic.text import TextEncoder
 from minimagic.train import TrainConfig, train
@@ -380,6 +380,28 @@ def test_continuation_stage_trains_saves_and_the_saved_model_streams(tiny_pipeli
     assert video.shape == (1, 9, 1, 64, 64)
     with pytest.raises(ValueError, match="temporal_attention must be 'directed' or 'bidirectional'"):
         ContinuationStage(init=tmp_path / "t2v", num_clips=4, temporal_attention="none")
+    with pytest.raises(ValueError, match=r"context_noise must be in \[0, 999\]"):
+        ContinuationStage(init=tmp_path / "t2v", num_clips=4, context_noise=1000)
+
+
+def test_a_model_trained_with_context_noise_streams_at_half_its_level(tiny_pipeline, tmp_path):
+    tiny_t2v = TextToVideoPipeline(tiny_video_unet(num_frames=8), tiny_pipeline.vae, tiny_pipeline.text_encoder,
+                                   image_size=64)
+    tiny_t2v.save_pretrained(tmp_path / "t2v", command="test")
+    stage = ContinuationStage(init=tmp_path / "t2v", num_clips=4, clip_frames=12, context_noise=40)
+    stage.save(stage.model, tmp_path / "out", command="test")
+    loaded = TextToVideoPipeline.from_pretrained(tmp_path / "out")
+    assert loaded.stream_context_t == 20 and TextToVideoPipeline.from_pretrained(tmp_path / "t2v").stream_context_t == 0
+
+    def stream(**options):
+        blocks = stream_pipeline(loaded, PROMPTS[:1], 3, num_inference_steps=2,
+                                 generator=torch.Generator().manual_seed(0), **options)
+        return torch.cat(list(blocks), dim=1)  # (1, 3, c, h, w)
+
+    default, at_20, clean = stream(), stream(context_t=20), stream(context_t=0)
+    torch.testing.assert_close(default, at_20, atol=0, rtol=0)
+    torch.testing.assert_close(default[:, 0], clean[:, 0], atol=0, rtol=0)  # frame 0 has no finished frames
+    assert (default[:, 1:] - clean[:, 1:]).abs().max() > 1e-4
 
 
 def test_the_shipped_continuation_model_streams_past_its_window():

@@ -40,7 +40,8 @@ class ContinuationOptions:
     num_clips: int = option(6000, "Moving-digit training clips")
     temporal_attention: str = option("directed", "directed, or bidirectional (the ablation; same weights)")
     clip_frames: int = option(32, "frames of the long, bouncing clips the training windows are cut from")
-    context_noise: int = option(0, "given frames noised to a level t_c ~ U{0..this} (0: clean; streaming.py)")
+    context_noise: int = option(0, "given frames noised to a level t_c ~ U{0..this} (0: clean; streaming.py); "
+                                "the saved model streams at this / 2")
 
 
 class ContinuationStage(TextToVideoStage):
@@ -103,5 +104,8 @@ class ContinuationStage(TextToVideoStage):
         save_image(videos.flatten(0, 1) * 0.5 + 0.5, path, nrow=videos.shape[1])
 
     def save(self, model, directory: Path, command: str, **info) -> None:
+        """A t2v pipeline; trained with context noise, it streams at half the largest level (stream_context_t)."""
+        noise = {"context_noise": self.context_noise, "stream_context_t": self.context_noise // 2} \
+            if self.context_noise else {}
         self.pipeline(model).save_pretrained(directory, command=command, stage="t2v",
-                                             objective="continuation", **info)
+                                             objective="continuation", **noise, **info)
