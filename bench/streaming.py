@@ -193,7 +193,7 @@ def markdown(results: dict) -> str:
              f"{meta['threads']} CPU thread(s). Directed models stream frame by frame with the KV cache; bidirectional "
              f"ones sample their first window jointly, then {meta['bidirectional_block']} frame(s) at a time. Past the "
              "window both continue after the last "
-             f"{meta.get('keep_frames') or 'F/2'} frames when it slides (keep_frames, minimagic/streaming.py); the "
+             f"{meta.get('keep_frames') or 'F - 1'} frames when it slides (keep_frames, minimagic/streaming.py); the "
              f"finished frames are given at t = {meta.get('context_t', 0)} (context_t).",
              "",
              "Models (each checkpoint's config.json: its training command and step):", ""]
@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--i2v-frames", type=int, default=16)
     parser.add_argument("--i2v-clips", type=int, help="image-to-video clips (default: --clips)")
     parser.add_argument("--bidirectional-block", type=int, default=4)
-    parser.add_argument("--keep-frames", type=int, help="frames the window keeps when it slides (default F/2)")
+    parser.add_argument("--keep-frames", type=int, help="frames the window keeps when it slides (default F - 1)")
     parser.add_argument("--context-t", type=int, default=0, help="noise level t of the finished frames given")
     parser.add_argument("--seed", type=int, default=1, help="prompts, digits and noise (1: held out)")
     parser.add_argument("--out", help="write the results as JSON")

@@ -14,10 +14,10 @@ Choices (ours, docs/paper.md §10):
   t = c: the model then leans less on its own frames' small errors, which add up over a long stream;
 - the model has rows for F frames (adaptor rows S_i, B_i and frame positions); past F the window slides: when
   a block of k new frames no longer fits, the window restarts at the last min(K, F - k) finished frames
-  (K = `keep_frames`, default F/2), re-indexed to rows 0 .. F-1, so every frame keeps the rows it was trained
-  with relative to its window, and the next blocks fill it up again. A cached frame's new row changes its
-  keys and values: the cache is rebuilt when the window slides (with K = F/2 one pass over F/2 frames every
-  F/2 frames; K = F - 1 gives every new frame F - 1 frames of context for a rebuild at every frame);
+  (K = `keep_frames`, default F - 1), re-indexed to rows 0 .. F-1, so every frame keeps the rows it was
+  trained with relative to its window. A cached frame's new row changes its keys and values: the cache is
+  rebuilt when the window slides, one pass over F - 1 frames per new frame, for the most context every frame
+  (K = F/2: one pass over F/2 frames every F/2 frames, cheaper, and worse clips, docs/paper.md §10);
 - a bidirectional model has no cache (its past frames see the new ones): it samples its first window jointly,
   then slides the window the same way, recomputing all of it at every step (after continuation training).
 """
@@ -83,7 +83,7 @@ def stream_latents(model: VideoUNet, diffusion: GaussianDiffusion, context: torc
     window, directed = model.num_frames, model.config.temporal_attention != "bidirectional"
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
-    keep_frames = window - window // 2 if keep_frames is None else keep_frames
+    keep_frames = window - 1 if keep_frames is None else keep_frames
     for name, value in (("block_size", block_size), ("keep_frames", keep_frames)):
         if not 1 <= value < max(window, 2):
             raise ValueError(f"{name} must be in [1, {max(window - 1, 1)}] ({window} frames in the model), got {value}")

@@ -97,7 +97,7 @@ def stream(model, num_frames, **options):
     return torch.cat(list(blocks), dim=1)  # (B, num_frames, c, h, w)
 
 
-@pytest.mark.parametrize("block_size,keep_frames,context_t", [(1, None, 0), (2, None, 0), (1, 3, 0), (1, None, 50)])
+@pytest.mark.parametrize("block_size,keep_frames,context_t", [(1, None, 0), (2, None, 0), (1, 2, 0), (1, None, 50)])
 def test_streaming_with_the_cache_equals_recomputing_the_window(block_size, keep_frames, context_t):
     model = tiny_video_unet()  # trained for 4 frames: 7 frames slide the window
     options = {"block_size": block_size, "keep_frames": keep_frames, "context_t": context_t}
@@ -107,25 +107,25 @@ def test_streaming_with_the_cache_equals_recomputing_the_window(block_size, keep
     torch.testing.assert_close(cached, recomputed, atol=1e-5, rtol=1e-5)  # latents reach ~8
 
 
-def test_the_window_slides_by_half_keeping_at_least_half_of_it_and_the_cache_is_rebuilt_only_then():
-    model, calls = tiny_video_unet(), []  # 4 frames: the window slides by 2 frames when full
+def test_the_window_keeps_keep_frames_of_it_when_it_slides_and_the_cache_is_rebuilt_only_then():
+    model, calls = tiny_video_unet(), []  # 4 frames: keep_frames=2 slides the window by 2 frames when full
 
     def spy(x, t, *args, extend_cache=False, **kwargs):  # (frames, given frames, cache pass) of each call
         calls.append((x.shape[1], int((t == 0).sum()) // len(t) if t.ndim == 2 else 0, extend_cache))
         return model(x, t, *args, extend_cache=extend_cache, **kwargs)
 
     spy.num_frames, spy.config = model.num_frames, model.config
-    stream(spy, 7, use_cache=False)
+    stream(spy, 7, use_cache=False, keep_frames=2)
     given = [prefix for _, prefix, _ in calls[::3]]  # one entry per block (3 DDIM steps each)
     assert given == [0, 1, 2, 3, 2, 3, 2]  # each later block after >= F/2 finished frames
     calls.clear()
-    stream(spy, 7)
+    stream(spy, 7, keep_frames=2)
     assert [frames for frames, _, extend in calls if extend] == [1, 1, 1, 2, 1, 2]  # rebuilt at frames 4 and 6
     calls.clear()
-    stream(spy, 7, keep_frames=3)  # the window slides by one frame: F - 1 frames of context for every new one
+    stream(spy, 7)  # by default the window slides by one frame: F - 1 frames of context for every new one
     assert [frames for frames, _, extend in calls if extend] == [1, 1, 1, 3, 3, 3]
     calls.clear()
-    stream(spy, 7, keep_frames=3, use_cache=False)
+    stream(spy, 7, use_cache=False)
     assert [prefix for _, prefix, _ in calls[::3]] == [0, 1, 2, 3, 3, 3, 3]
 
 
