@@ -105,9 +105,9 @@ def stream_latents(model: VideoUNet, diffusion: GaussianDiffusion, context: torc
         """eps of the new block x (B, k, c, h, w) at t (B,), after the finished prefix (B, P, c, h, w)."""
         if cache is not None or prefix is None:
             return guided(x, t, cache=cache)
-        t_frames = torch.cat([t_given[:, None].expand(-1, prefix.shape[1]), t[:, None].expand(-1, x.shape[1])], 1)
-        return guided(torch.cat([prefix, x], dim=1), t_frames)[:, prefix.shape[1]:]  # (B, P + k) t: (B, k, c, h, w)
-
+        P = prefix.shape[1]
+        t_frames = torch.cat([t_given[:, None].expand(-1, P), t[:, None].expand(-1, x.shape[1])], dim=1)  # (B, P + k)
+        return guided(torch.cat([prefix, x], dim=1), t_frames)[:, P:]  # (B, k, c, h, w)
 
     def seen(frames: torch.Tensor) -> list[torch.Tensor]:
         """Finished frames (B, k, c, h, w) as the model is given them, at t = context_t: (B, 1, c, h, w) each."""
