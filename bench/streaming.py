@@ -194,7 +194,8 @@ def markdown(results: dict) -> str:
              f"ones sample their first window jointly, then {meta['bidirectional_block']} frame(s) at a time. Past the "
              "window both continue after the last "
              f"{meta.get('keep_frames') or 'F - 1'} frames when it slides (keep_frames, minimagic/streaming.py); the "
-             f"finished frames are given at t = {meta.get('context_t', 0)} (context_t).",
+             f"finished frames are given at t = {meta.get('context_t', 'stream_context_t of each model')} "
+             "(context_t).",
              "",
              "Models (each checkpoint's config.json: its training command and step):", ""]
     lines += [f"- {name}: `{info['command']}`, step {info['step']}" for name, info in meta["models"].items()]
@@ -242,12 +243,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--i2v-clips", type=int, help="image-to-video clips (default: --clips)")
     parser.add_argument("--bidirectional-block", type=int, default=4)
     parser.add_argument("--keep-frames", type=int, help="frames the window keeps when it slides (default F - 1)")
-    parser.add_argument("--context-t", type=int, default=0, help="noise level t of the finished frames given")
+    parser.add_argument("--context-t", type=int, help="noise level t of the finished frames given (default: "
+                        "each model's stream_context_t, 0 unless it was trained with context noise)")
     parser.add_argument("--seed", type=int, default=1, help="prompts, digits and noise (1: held out)")
     parser.add_argument("--out", help="write the results as JSON")
     parser.add_argument("--md", help="and as a Markdown table")
     args = parser.parse_args(argv)
-    options = {"keep_frames": args.keep_frames, "context_t": args.context_t}  # stream_latents's
+    given = {"keep_frames": args.keep_frames, "context_t": args.context_t}
+    options = {name: value for name, value in given.items() if value is not None}  # stream_latents's
     torch.set_num_threads(1)
     if args.quick:
         pipes = dict(zip(["directed (tiny)", "bidirectional (tiny)"], tiny_pipelines(), strict=True))
