@@ -62,7 +62,8 @@ def streams_in_turns(modes: dict, num_frames: int, steps: int, guidance: float, 
                      first_block_only: bool = False, options: dict | None = None) -> dict:
     """Per mode, the seconds it has spent when each frame is finished and decoded. The modes take turns block
     by block, so a busy moment of the shared CPU hits them alike; each mode's clock runs only in its turns.
-    With `first_block_only`, only the first block (a bidirectional model's whole first window)."""
+    A block's frames are decoded one by one, each timed when it is ready to show. With `first_block_only`,
+    only the first frame (for a bidirectional model: its whole first window sampled, frame 0 decoded)."""
     clocks, times, streams = {}, {name: [] for name in modes}, {}
     for name, (pipe, use_cache) in modes.items():
         start = time.perf_counter()
@@ -76,10 +77,14 @@ def streams_in_turns(modes: dict, num_frames: int, steps: int, guidance: float, 
         for name, (pipe, _) in modes.items():
             if not done(name):
                 start = time.perf_counter()
-                block = next(streams[name])
-                pipe.vae.decode_video(block)
-                clocks[name] += time.perf_counter() - start
-                times[name] += [clocks[name]] * block.shape[1]
+                block = next(streams[name])  # (1, k, c, h, w)
+                for f in range(block.shape[1]):  # a frame is shown once it is decoded, not once its block is
+                    pipe.vae.decode_video(block[:, f:f + 1])
+                    clocks[name] += time.perf_counter() - start
+                    times[name].append(clocks[name])
+                    start = time.perf_counter()
+                    if first_block_only:
+                        break
     return times
 
 

@@ -342,6 +342,28 @@ def test_bench_quick_mode_fills_every_field(tmp_path):
     assert "| bidirectional |" in (tmp_path / "r.md").read_text()
 
 
+def test_bench_times_each_frame_when_it_is_decoded_not_when_its_block_is(monkeypatch):
+    spec = importlib.util.spec_from_file_location("bench_streaming", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    decoded = []
+
+    class Pipe:  # a stream of one 8-frame block, then single frames; decoding records what it is given
+        vae = type("VAE", (), {"decode_video": staticmethod(lambda block: decoded.append(block.shape[1]))})
+
+    def blocks(*args):
+        yield torch.zeros(1, 8, 4, 2, 2)
+        while True:
+            yield torch.zeros(1, 1, 4, 2, 2)
+
+    monkeypatch.setattr(bench, "open_stream", blocks)
+    first = bench.streams_in_turns({"bidirectional": (Pipe(), False)}, 10, 1, 1.0, 0.0, first_block_only=True)
+    assert len(first["bidirectional"]) == 1 and decoded == [1]  # frame 0 shown after one frame's decode
+    decoded.clear()
+    times = bench.streams_in_turns({"bidirectional": (Pipe(), False)}, 10, 1, 1.0, 0.0)["bidirectional"]
+    assert decoded == [1] * 10 and len(times) == 10 and times == sorted(times)
+
+
 def test_streaming_mask_exercise_passes_the_reference_and_rejects_wrong_masks(capsys):
     assert check_streaming_mask(streaming_mask)
     assert capsys.readouterr().out.strip() == "streaming_mask: passed"
