@@ -42,7 +42,9 @@ def expected_velocities(path: torch.Tensor, direction: int, size: int, margin: f
                 run = int((distance <= margin).long().cumprod(0).sum())
                 touch = f + int(distance[:run].argmin())
                 steps[f:touch, axis] = sign
-                sign, f = -sign, touch
+                sign = -sign
+                steps[touch:touch + 1, axis] = sign  # away from the wall: the next check starts a step later,
+                f = touch + 1  # so a canvas whose walls lie within `margin` of each other cannot loop forever
                 continue
             steps[f, axis] = sign
             f += 1

@@ -1,6 +1,7 @@
 """Streaming with directed attention: per-frame t, the KV cache, the streaming sampler and the continuation loss."""
 
 import importlib.util
+import signal
 from pathlib import Path
 
 import pytest
@@ -8,7 +9,7 @@ import torch
 from torchvision.utils import save_image
 
 from minimagic.__main__ import main
-from minimagic.bounces import acceptable_directions, direction_kept
+from minimagic.bounces import acceptable_directions, direction_kept, expected_velocities
 from minimagic.data import DATA_DIR, DIRECTION_NAMES, MovingDigits
 from minimagic.diffusion import GaussianDiffusion
 from minimagic.exercises.streaming import check_streaming_mask, streaming_mask
@@ -264,6 +265,15 @@ def test_real_bouncing_clips_keep_the_bounce_aware_direction_in_every_window():
     assert not captioned[:, 1:].all()  # they do bounce: the caption alone would score them wrong
 
 
+def test_a_canvas_whose_walls_lie_within_the_margin_is_judged_in_finite_time():
+    signal.signal(signal.SIGALRM, lambda *_: pytest.fail("expected_velocities looped"))
+    signal.alarm(10)
+    path = torch.full((8, 2), 15.5)  # a 28x28 digit still in the middle of a 32x32 canvas: 2 px from both walls
+    steps = expected_velocities(path, DIRECTION_NAMES.index("right"), size=32)
+    signal.alarm(0)
+    assert steps.shape == (7, 2) and steps[:, 1].eq(0).all() and steps[:, 0].abs().eq(1).all()
+
+
 def test_a_digit_that_turns_back_in_mid_canvas_or_sticks_to_a_wall_is_scored_wrong():
     right = DIRECTION_NAMES.index("right")
     turns_back = digit_at([(3 + 2 * f, 18) for f in range(8)] + [(17 - 2 * f, 18) for f in range(8)])
@@ -338,6 +348,9 @@ def test_bench_quick_mode_fills_every_field(tmp_path):
     assert all(row["first_frame_s"] > 0 for name, row in results["latency"].items() if name != "ratios")
     for row in results["quality"].values():
         assert len(row["digit_accuracy_per_frame"]) == 8 and len(row["direction_accuracy_per_window"]) == 1
+    real = results["quality"]["real test clips (reference)"]  # the truth, scored by the same metrics
+    assert set(real) | {"seconds_per_clip"} == set(results["quality"]["directed (tiny)"])
+    assert real["digit_accuracy"] >= 0.9
     assert list(results["image_to_video"]) == ["directed (tiny)"]
     assert "| bidirectional |" in (tmp_path / "r.md").read_text()
 
