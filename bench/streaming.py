@@ -27,9 +27,12 @@
     python bench/streaming.py --directed D1 D2 --bidirectional B1 B2 --out docs/results/streaming.json \
         --md docs/results/streaming.md --latency-steps 5     # CPU, 1 thread: ~10 min per 2 models
     python bench/streaming.py --quick      # tiny random models, seconds
+    python bench/streaming.py --directed D --parts latency --latency-steps 50   # the bidirectional mode runs D's
+                                           # weights under the bidirectional mask: time does not depend on weights
 """
 
 import argparse
+import copy
 import json
 import shlex
 import sys
@@ -49,6 +52,7 @@ from minimagic.vae import VAE, VAEConfig
 from minimagic.video_unet import VideoUNet
 
 WINDOW = 8  # frames per scored window (the trained clip length)
+PARTS = ["latency", "quality", "i2v"]
 
 
 def open_stream(pipe: TextToVideoPipeline, num_frames: int, use_cache: bool, steps: int, guidance: float, eta: float,
@@ -204,8 +208,6 @@ def tiny_pipelines() -> tuple[TextToVideoPipeline, TextToVideoPipeline]:
 
 
 def markdown(results: dict) -> str:
-    lengths = [k.removeprefix("frames_").removesuffix("_s") for k in results["latency"]["bidirectional"]
-               if k.startswith("frames_")]
     meta = results["meta"]
     lines = ["# Streaming with directed attention (bench/streaming.py)", "", f"`{meta['command']}`", "",
              f"Seed {meta['seed']} (held-out prompts, digits and noise), guidance {meta['guidance']}, DDIM eta "
@@ -215,34 +217,39 @@ def markdown(results: dict) -> str:
              "window both continue after the last "
              f"{meta.get('keep_frames') or 'F - 1'} frames when it slides (keep_frames, minimagic/streaming.py); the "
              f"finished frames are given at t = {meta.get('context_t', 'stream_context_t of each model')} "
-             "(context_t).",
+             f"(context_t), after {meta.get('sink_frames', 'the stream_sink_frames of each model (0 if unset)')} "
+             "frame sink(s) (sink_frames).",
              "",
              "Models (each checkpoint's config.json: its training command and step):", ""]
     lines += [f"- {name}: `{info['command']}`, step {info['step']}" for name, info in meta["models"].items()]
-    lines += ["",
-             f"## Latency (one prompt, {meta['latency_steps']} DDIM steps per frame, seconds; first frame: median "
-             f"of {meta['latency_repeats']})", "",
-             "| mode | first frame | " + " | ".join(f"{n} frames" for n in lengths) + " | per new frame |",
-             "|---|---|" + "---|" * len(lengths) + "---|"]
-    for name, row in results["latency"].items():
-        if name != "ratios":
-            frames = " | ".join(str(v) for k, v in row.items() if k.startswith("frames_"))
-            lines.append(f"| {name} | {row['first_frame_s']} | {frames} | {row['per_new_frame_s']} |")
-    lines += ["", f"Ratios: `{json.dumps(results['latency']['ratios'])}`", "",
-              f"## Quality of streamed clips ({meta['clips']} clips per model, {meta['steps']} DDIM steps)", "",
-              "Direction: bounce-aware (minimagic/bounces.py), the fraction of clips right in each 8-frame window, "
-              "and in all of them.", "",
-              "| model | digit acc. | per window | direction per window | direction in every window | same digit "
-              "in all frames |", "|---|---|---|---|---|---|"]
-    for name, row in results["quality"].items():
-        lines.append(f"| {name} | {row['digit_accuracy']} | {row['digit_accuracy_per_window']} | "
-                     f"{row['direction_accuracy_per_window']} | {row['direction_right_in_every_window']} | "
-                     f"{row['same_digit_all_frames']} |")
-    lines += ["", "## Image-to-video from held-out test digits", "", "| model | clips | digit acc. | same digit | "
-              "PSNR to given digit (dB) | PSNR to another digit of the class (dB) |", "|---|---|---|---|---|---|"]
-    for name, row in results["image_to_video"].items():
-        lines.append(f"| {name} | {row['clips']} | {row['digit_accuracy']} | {row['same_digit_all_frames']} | "
-                     f"{row['psnr_to_given_digit_db']} | {row['psnr_to_other_digit_same_class_db']} |")
+    if "latency" in results:
+        lengths = [k.removeprefix("frames_").removesuffix("_s") for k in results["latency"]["bidirectional"]
+                   if k.startswith("frames_")]
+        lines += ["", f"## Latency (one prompt, {meta['latency_steps']} DDIM steps per frame, seconds; first frame: "
+                  f"median of {meta['latency_repeats']})", "",
+                  "| mode | first frame | " + " | ".join(f"{n} frames" for n in lengths) + " | per new frame |",
+                  "|---|---|" + "---|" * len(lengths) + "---|"]
+        for name, row in results["latency"].items():
+            if name != "ratios":
+                frames = " | ".join(str(v) for k, v in row.items() if k.startswith("frames_"))
+                lines.append(f"| {name} | {row['first_frame_s']} | {frames} | {row['per_new_frame_s']} |")
+        lines += ["", f"Ratios: `{json.dumps(results['latency']['ratios'])}`"]
+    if "quality" in results:
+        lines += ["", f"## Quality of streamed clips ({meta['clips']} clips per model, {meta['steps']} DDIM steps)",
+                  "", "Direction: bounce-aware (minimagic/bounces.py), the fraction of clips right in each 8-frame "
+                  "window, and in all of them.", "",
+                  "| model | digit acc. | per window | direction per window | direction in every window | same digit "
+                  "in all frames |", "|---|---|---|---|---|---|"]
+        for name, row in results["quality"].items():
+            lines.append(f"| {name} | {row['digit_accuracy']} | {row['digit_accuracy_per_window']} | "
+                         f"{row['direction_accuracy_per_window']} | {row['direction_right_in_every_window']} | "
+                         f"{row['same_digit_all_frames']} |")
+    if "image_to_video" in results:
+        lines += ["", "## Image-to-video from held-out test digits", "", "| model | clips | digit acc. | same digit | "
+                  "PSNR to given digit (dB) | PSNR to another digit of the class (dB) |", "|---|---|---|---|---|---|"]
+        for name, row in results["image_to_video"].items():
+            lines.append(f"| {name} | {row['clips']} | {row['digit_accuracy']} | {row['same_digit_all_frames']} | "
+                         f"{row['psnr_to_given_digit_db']} | {row['psnr_to_other_digit_same_class_db']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -251,6 +258,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--directed", nargs="*", default=[], help="directed continuation pipelines (one per seed)")
     parser.add_argument("--bidirectional", nargs="*", default=[], help="bidirectional ones, trained the same way")
     parser.add_argument("--quick", action="store_true", help="tiny random models, a few frames: checks the code")
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=PARTS, help="what to measure; latency without "
+                        "--bidirectional times the directed weights under its mask (time does not depend on weights)")
     parser.add_argument("--lengths", type=int, nargs="+", default=[16, 32, 64])
     parser.add_argument("--latency-steps", type=int, default=10)
     parser.add_argument("--latency-repeats", type=int, default=3, help="one-frame timings per mode (median)")
@@ -265,11 +274,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--keep-frames", type=int, help="frames the window keeps when it slides (default F - 1)")
     parser.add_argument("--context-t", type=int, help="noise level t of the finished frames given (default: "
                         "each model's stream_context_t, 0 unless it was trained with context noise)")
+    parser.add_argument("--sink-frames", type=int, help="first frames kept in every window (default: each "
+                        "model's stream_sink_frames, 0 unless it was trained with sinks)")
     parser.add_argument("--seed", type=int, default=1, help="prompts, digits and noise (1: held out)")
     parser.add_argument("--out", help="write the results as JSON")
     parser.add_argument("--md", help="and as a Markdown table")
     args = parser.parse_args(argv)
-    given = {"keep_frames": args.keep_frames, "context_t": args.context_t}
+    given = {"keep_frames": args.keep_frames, "context_t": args.context_t, "sink_frames": args.sink_frames}
     options = {name: value for name, value in given.items() if value is not None}  # stream_latents's
     torch.set_num_threads(1)
     if args.quick:
@@ -278,8 +289,8 @@ def main(argv: list[str] | None = None) -> dict:
         args.latency_repeats = 1
         args.bidirectional_block = 1
     else:
-        if not args.directed or not args.bidirectional:
-            raise ValueError("give --directed and --bidirectional checkpoint folders (or --quick)")
+        if not args.directed:
+            raise ValueError("give --directed (and --bidirectional) checkpoint folders, or --quick")
         folders = {f"{kind} {Path(path).parent.name}/{Path(path).name}": Path(path)
                    for kind, paths in (("directed", args.directed), ("bidirectional", args.bidirectional))
                    for path in paths}
@@ -287,29 +298,37 @@ def main(argv: list[str] | None = None) -> dict:
     names = list(pipes)
     directed = [n for n in names if n.startswith("directed")]
     bidirectional = [n for n in names if n.startswith("bidirectional")]
+    if not bidirectional and "latency" in args.parts:  # the first directed model's weights under the other mask
+        timed = copy.copy(pipes[directed[0]])
+        timed.unet = timed.unet.with_temporal_attention("bidirectional").eval()
+        folders["bidirectional mask, directed weights"] = folders[directed[0]]
     classifier = DigitClassifier.from_pretrained()
     command = "python bench/streaming.py " + shlex.join(sys.argv[1:] if argv is None else argv)
-    models = {name: {key: json.loads((folders[name] / "config.json").read_text()).get(key) for key in
-                     ("command", "step")} for name in names} if not args.quick else {
+    models = {name: {key: json.loads((folder / "config.json").read_text()).get(key) for key in
+                     ("command", "step")} for name, folder in folders.items()} if not args.quick else {
         name: {"command": "random tiny weights", "step": 0} for name in names}
     results = {"meta": {"command": command, "quick": args.quick, "models": models, "steps": args.steps,
                         "clips": args.clips,
                         "latency_steps": args.latency_steps, "latency_repeats": args.latency_repeats,
                         "guidance": args.guidance, "eta": args.eta, "seed": args.seed,
                         "bidirectional_block": args.bidirectional_block, **options,
-                        "threads": torch.get_num_threads()},
-               "latency": latency(pipes[directed[0]], pipes[bidirectional[0]], args.lengths, args.latency_steps,
-                                  args.guidance, args.eta, args.latency_repeats, options)}
-    results["quality"] = {name: quality(pipes[name], classifier, args.clips, args.frames, args.steps, args.guidance,
-                                        args.eta, args.seed, 1 if name in directed else args.bidirectional_block,
-                                        options)
-                          for name in names}
-    results["quality"]["real test clips (reference)"] = real_quality(classifier, args.clips, args.frames, args.seed,
-                                                                     pipes[names[0]].image_size)
-    results["image_to_video"] = {directed[0]: image_to_video(pipes[directed[0]], classifier,
-                                                             args.i2v_clips or args.clips,
-                                                             args.i2v_frames, args.steps, args.guidance, args.eta,
-                                                             args.seed, 1, options)}
+                        "threads": torch.get_num_threads()}}
+    if "latency" in args.parts:
+        results["latency"] = latency(pipes[directed[0]], pipes[bidirectional[0]] if bidirectional else timed,
+                                     args.lengths, args.latency_steps, args.guidance, args.eta, args.latency_repeats,
+                                     options)
+    if "quality" in args.parts:
+        results["quality"] = {name: quality(pipes[name], classifier, args.clips, args.frames, args.steps,
+                                            args.guidance, args.eta, args.seed,
+                                            1 if name in directed else args.bidirectional_block, options)
+                              for name in names}
+        results["quality"]["real test clips (reference)"] = real_quality(classifier, args.clips, args.frames,
+                                                                         args.seed, pipes[names[0]].image_size)
+    if "i2v" in args.parts:
+        results["image_to_video"] = {directed[0]: image_to_video(pipes[directed[0]], classifier,
+                                                                 args.i2v_clips or args.clips, args.i2v_frames,
+                                                                 args.steps, args.guidance, args.eta, args.seed, 1,
+                                                                 options)}
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     if args.md:

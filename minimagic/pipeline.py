@@ -67,7 +67,7 @@ class TextToVideoPipeline:
         self.unet, self.vae, self.text_encoder, self.videovae = unet, vae, text_encoder, videovae
         self.interpolator: FrameInterpolator | None = None  # loaded on the first `interpolate=k` call
         self.superres: SuperResolution | None = None  # the shipped one, loaded on the first `upscale=2` call
-        self.stream_context_t = 0  # noise level t of the finished frames when streaming (config.json, streaming.py)
+        self.stream_options = {}  # context_t, sink_frames: config.json's stream_* keys (streaming.py)
         self.diffusion = diffusion or GaussianDiffusion(DiffusionConfig())
         self.is_video = isinstance(unet, VideoUNet)
         self.image_size = image_size  # frames are image_size x image_size pixels
@@ -195,5 +195,5 @@ class TextToVideoPipeline:
             unet = UNet2D(UNetConfig(**parts.config["unet"]))
         checkpoint.load_weights(unet, directory).eval()
         pipe = cls(unet, parts.vae, parts.text_encoder, parts.diffusion, parts.image_size, parts.videovae)
-        pipe.stream_context_t = int(parts.meta.get("stream_context_t", 0))
+        pipe.stream_options = {k[7:]: int(v) for k, v in parts.meta.items() if k.startswith("stream_")}
         return pipe.to(device) if device is not None else pipe

@@ -1,25 +1,24 @@
 """Streaming with directed temporal attention (docs/paper.md §10): a clip of any length, frame after frame.
 
 MagicVideo's directed attention (docs/paper.md §3.2) lets frame i see only frames <= i, so a finished frame
-never changes and neither do its keys and values. `stream_latents` generates a clip in blocks (default: one
-frame at a time); each block is denoised by DDIM given the finished frames before it as clean frames at t = 0,
-    z_t^{new} -> eps_theta([z_0^{0..P-1}, z_t^{new}], t = [0, .., 0, t, .., t], tau(y), v),
-and with `use_cache` (directed models) those P frames enter only through a TemporalKVCache: the model runs
-on the new block alone, which attends to the cached keys and values.
+never changes, nor do its keys and values. `stream_latents` makes a clip in blocks (default: one frame each),
+each denoised by DDIM given the finished frames before it as clean frames at t = 0,
+    z_t^{new} -> eps_theta([z_0^{0..P-1}, z_t^{new}], t = [0, .., 0, t, .., t], tau(y), v);
+with `use_cache` (directed models) those P frames enter only through a TemporalKVCache's keys and values.
 
 Choices (ours, docs/paper.md §10):
-- cached frames are the finished latents re-run once at t = 0 (one extra pass per block, not one per step):
-  the same input as the given frames of `continuation_loss` in training. With `context_t` = c > 0 (a model
-  trained with `context_noise`) they enter noised once to z_c = sqrt(abar_c) z_0 + sqrt(1 - abar_c) eps, at
-  t = c: the model then leans less on its own frames' small errors, which add up over a long stream;
+- cached frames are the finished latents re-run once at t = 0 (one extra pass per block), as the given frames
+  of `continuation_loss` in training. With `context_t` = c > 0 (trained with `context_noise`) they enter noised
+  once to z_c = sqrt(abar_c) z_0 + sqrt(1 - abar_c) eps, at t = c, to lean less on their small errors;
 - the model has rows for F frames (adaptor rows S_i, B_i and frame positions); past F the window slides: when
   a block of k new frames no longer fits, the window restarts at the last min(K, F - k) finished frames
-  (K = `keep_frames`, default F - 1), re-indexed to rows 0 .. F-1, so every frame keeps the rows it was
-  trained with relative to its window. A cached frame's new row changes its keys and values: the cache is
-  rebuilt when the window slides, one pass over F - 1 frames per new frame, for the most context every frame
-  (K = F/2: one pass over F/2 frames every F/2 frames, cheaper, and worse clips, docs/paper.md §10);
+  (K = `keep_frames`, default F - 1), re-indexed to rows 0 .. F-1. With `sink_frames` = s > 0 (a model trained
+  with sinks) the clip's first s frames stay in rows 0 .. s-1 and the last K - s follow them: a frame sink,
+  as in LongLive, that ties late frames to the first ones. A cached frame's new row changes its keys and
+  values: the cache is rebuilt when the window slides, one pass over K frames per new frame (K = F/2: one pass
+  every F/2 frames, cheaper, and worse clips, docs/paper.md §10);
 - a bidirectional model has no cache (its past frames see the new ones): it samples its first window jointly,
-  then slides the window the same way, recomputing all of it at every step (after continuation training).
+  then slides the window the same way, recomputing all of it at every step.
 """
 
 from collections.abc import Iterator
@@ -42,11 +41,10 @@ def continuation_loss(model: VideoUNet, diffusion: GaussianDiffusion, x0: torch.
                       min_prefix: torch.Tensor | None = None, context_noise: int = 0) -> torch.Tensor:
     """|| eps - eps_theta([z_0^{<k}, z_t^{>=k}], [0, .., 0, t, .., t]) ||^2 on the noisy frames only.
 
-    A clean prefix of random length: per clip, k ~ U{m..F-1} first frames are given clean at t = 0 and the
-    other frames are noised at one t ~ U{0..T-1}. k = 0 is the text-to-video loss; k >= 1 teaches the model to
-    continue a clip (k = 1: image-to-video), which is what `stream_latents` asks of it. min_prefix m (B,)
-    (default 0): windows cut from the middle of a long clip get m = 1, as streaming never starts one unseen.
-    context_noise c > 0: the prefix is given noised to a level t_c ~ U{0..c} per clip (at t = t_c) instead."""
+    A clean prefix of random length: per clip, k ~ U{m..F-1} first frames (m = min_prefix (B,), default 0) are
+    given clean at t = 0, the others noised at one t ~ U{0..T-1}. k = 0 is the text-to-video loss; k >= 1 teaches
+    the model to continue a clip (k = 1: image-to-video), as `stream_latents` asks of it. context_noise c > 0:
+    the prefix is given noised to a level t_c ~ U{0..c} per clip (at t = t_c) instead."""
     if x0.ndim != 5:
         raise ValueError(f"x0 must be latents (B, F, c, h, w), got {tuple(x0.shape)}")
     B, num_frames = x0.shape[:2]
@@ -73,13 +71,13 @@ def stream_latents(model: VideoUNet, diffusion: GaussianDiffusion, context: torc
                    num_frames: int, fps: float, latent_size: tuple[int, int, int], num_steps: int = 25,
                    guidance_scale: float = 4.0, eta: float = 0.0, generator: torch.Generator | None = None,
                    first_frame: torch.Tensor | None = None, block_size: int = 1, use_cache: bool = True,
-                   keep_frames: int | None = None, context_t: int = 0) -> Iterator[torch.Tensor]:
+                   keep_frames: int | None = None, context_t: int = 0, sink_frames: int = 0) -> Iterator[torch.Tensor]:
     """Yield the latents of a clip of `num_frames` frames block by block, (B, k, c, h, w) each, as they finish.
 
     context (B, L, D) = tau(y), uncond (1, L, D) = tau(""); first_frame (B, c, h, w): a given frame 0
     (image-to-video), yielded first. Directed models make blocks of `block_size` frames (the cache needs
     `use_cache` and directed attention); a bidirectional model makes its first window of F frames jointly.
-    keep_frames and context_t: see above. Bad arguments raise here, before the first block is computed."""
+    keep_frames, context_t and sink_frames: see above. Bad arguments raise here, before the first block."""
     window, directed = model.num_frames, model.config.temporal_attention != "bidirectional"
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
@@ -87,6 +85,8 @@ def stream_latents(model: VideoUNet, diffusion: GaussianDiffusion, context: torc
     for name, value in (("block_size", block_size), ("keep_frames", keep_frames)):
         if not 1 <= value < max(window, 2):
             raise ValueError(f"{name} must be in [1, {max(window - 1, 1)}] ({window} frames in the model), got {value}")
+    if not 0 <= sink_frames < min(keep_frames, window - block_size):
+        raise ValueError(f"sink_frames must be below keep_frames and {window} - block_size, got {sink_frames}")
     if not 0 <= context_t < diffusion.num_timesteps:
         raise ValueError(f"context_t must be in [0, {diffusion.num_timesteps - 1}], got {context_t}")
     if use_cache and not directed:
@@ -124,15 +124,16 @@ def stream_latents(model: VideoUNet, diffusion: GaussianDiffusion, context: torc
             yield first_frame[:, None].to(device)
         cache, cache_start, start = None, -1, 0
         while len(history) < num_frames:
-            size = block_size if directed else max(block_size, window - len(history))
-            size = min(size, num_frames - len(history))
-            if len(history) + size > start + window:  # the block does not fit: slide, keep the last frames
-                start = len(history) - min(keep_frames, window - size)
-            prefix = torch.cat(history[start:], dim=1) if start < len(history) else None  # (B, P, c, h, w)
+            size = min(block_size if directed else max(block_size, window - len(history)), num_frames - len(history))
+            sink = min(sink_frames, start)  # 0 until the window first slides
+            if sink + len(history) - start + size > window:  # the block does not fit: slide, keep the last frames
+                start, sink = len(history) - min(keep_frames, window - size) + sink_frames, sink_frames
+            kept = history[:sink] + history[start:]  # the window's finished frames, in rows 0 .. P-1
+            prefix = torch.cat(kept, dim=1) if kept else None  # (B, P, c, h, w)
             if use_cache:
                 if cache_start != start:  # the window slid: its frames moved to other rows, rebuild the cache
                     cache, cache_start = TemporalKVCache(), start
-                missing = history[start + cache.num_frames:]
+                missing = kept[cache.num_frames:]
                 if missing:  # finished frames not cached yet: one pass at t = context_t writes their K, V
                     guided(torch.cat(missing, dim=1), t_given, cache=cache, extend_cache=True)
             block = diffusion.sample(partial(denoise, prefix=prefix, cache=cache), (B, size, *latent_size),
@@ -161,20 +162,19 @@ def stream_pipeline(pipe, prompts: list[str], num_frames: int, first_frame: torc
                     **options) -> Iterator[torch.Tensor]:
     """`stream_latents` for a TextToVideoPipeline and its prompts: latent blocks (B, k, c, h, w) as they finish.
 
-    Directed models use the KV cache unless use_cache=False; a bidirectional model recomputes its window (the
-    documented fallback past its trained frame count, meaningful for a model trained with `continuation_loss`).
-    options: `stream_latents`'s keep_frames and context_t (default: the pipeline's `stream_context_t`)."""
+    Directed models use the KV cache unless use_cache=False; a bidirectional one recomputes its window (the
+    fallback past its trained frame count). options: `stream_latents`'s keep_frames, context_t, sink_frames
+    (default: the pipeline's `stream_options`)."""
     if not pipe.is_video:
         raise ValueError("streaming needs a text-to-video model, this pipeline holds an image model")
-    device = pipe.device
-    context, _ = pipe.text_encoder.encode(prompts)  # (B, L, D)
+    device, (context, _) = pipe.device, pipe.text_encoder.encode(prompts)  # context (B, L, D)
     uncond, _ = pipe.text_encoder.uncond(1)  # (1, L, D) = tau("")
     given = first_frame_latents(pipe, first_frame, len(prompts)) if first_frame is not None else None
     pipe.unet.eval()
     use_cache = pipe.unet.config.temporal_attention != "bidirectional" if use_cache is None else use_cache
     return stream_latents(pipe.unet, pipe.diffusion.to(device), context.to(device), uncond.to(device), num_frames,
                           fps, pipe.latent_size, num_inference_steps, guidance_scale, eta, generator, given,
-                          block_size, use_cache, **{"context_t": pipe.stream_context_t, **options})
+                          block_size, use_cache, **{**pipe.stream_options, **options})
 
 
 def stream_frames(pipe, prompts: list[str], num_frames: int, first_frame: torch.Tensor | None = None,

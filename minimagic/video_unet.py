@@ -121,6 +121,12 @@ class VideoUNet(nn.Module):
     def config_dict(self) -> dict:
         return self.config.to_dict()
 
+    def with_temporal_attention(self, kind: str) -> "VideoUNet":
+        """The same parameters under another temporal mask (e.g. the bidirectional ablation of a directed model)."""
+        model = VideoUNet.from_config_dict({**self.config_dict(), "temporal_attention": kind})
+        model.load_state_dict(self.state_dict())
+        return model.train(self.training)
+
     def forward(
         self,
         x: torch.Tensor,

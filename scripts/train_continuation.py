@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num-clips", type=int, default=300, help="training clips encoded once (cached)")
     parser.add_argument("--clip-frames", type=int, default=32, help="long bouncing clips the windows are cut from")
     parser.add_argument("--context-noise", type=int, default=0, help="given frames noised to t_c ~ U{0..this}")
+    parser.add_argument("--sink-frames", type=int, default=0, help="later windows begin with the clip's first frames")
     parser.add_argument("--steps", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--lr", type=float)
@@ -39,7 +40,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
     stage = ContinuationStage(init=args.init, num_clips=args.num_clips, temporal_attention=args.attention,
-                              clip_frames=args.clip_frames, context_noise=args.context_noise)
+                              clip_frames=args.clip_frames, context_noise=args.context_noise,
+                              sink_frames=args.sink_frames)
     given = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr}
     overrides = {name: value for name, value in given.items() if value is not None}
     cfg = TrainConfig(**{**stage.defaults, **overrides, "seed": args.seed, "device": args.device,

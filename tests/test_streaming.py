@@ -98,10 +98,12 @@ def stream(model, num_frames, **options):
     return torch.cat(list(blocks), dim=1)  # (B, num_frames, c, h, w)
 
 
-@pytest.mark.parametrize("block_size,keep_frames,context_t", [(1, None, 0), (2, None, 0), (1, 2, 0), (1, None, 50)])
-def test_streaming_with_the_cache_equals_recomputing_the_window(block_size, keep_frames, context_t):
+@pytest.mark.parametrize("block_size,keep_frames,context_t,sink_frames",
+                         [(1, None, 0, 0), (2, None, 0, 0), (1, 2, 0, 0), (1, None, 50, 0), (1, None, 0, 1),
+                          (2, None, 0, 1)])
+def test_streaming_with_the_cache_equals_recomputing_the_window(block_size, keep_frames, context_t, sink_frames):
     model = tiny_video_unet()  # trained for 4 frames: 7 frames slide the window
-    options = {"block_size": block_size, "keep_frames": keep_frames, "context_t": context_t}
+    options = {"block_size": block_size, "keep_frames": keep_frames, "context_t": context_t, "sink_frames": sink_frames}
     cached = stream(model, 7, **options)
     recomputed = stream(model, 7, use_cache=False, **options)
     assert cached.shape == (2, 7, *LATENT)
@@ -128,6 +130,27 @@ def test_the_window_keeps_keep_frames_of_it_when_it_slides_and_the_cache_is_rebu
     calls.clear()
     stream(spy, 7, use_cache=False)
     assert [prefix for _, prefix, _ in calls[::3]] == [0, 1, 2, 3, 3, 3, 3]
+
+
+def test_a_frame_sink_keeps_the_first_frame_in_row_0_of_every_later_window():
+    model, windows = tiny_video_unet(), []  # 4 frames: frame sink + the last 2 finished frames + the new one
+
+    def spy(x, t, *args, **kwargs):
+        windows.append(x)
+        return model(x, t, *args, **kwargs)
+
+    spy.num_frames, spy.config = model.num_frames, model.config
+    video = stream(spy, 7, use_cache=False, sink_frames=1)
+    plain = stream(model, 7, use_cache=False)
+    later = windows[3 * 4:]  # the blocks of frames 4, 5, 6 (3 DDIM steps each)
+    assert [w.shape[1] for w in later] == [4] * 9
+    for i, window in enumerate(later):
+        new = 4 + i // 3  # the frame this window makes
+        for half in window.split(2):  # guidance runs the conditional and unconditional batches in one call
+            torch.testing.assert_close(half[:, 0], video[:, 0], atol=0, rtol=0)  # the sink: frame 0
+            torch.testing.assert_close(half[:, 1:3], video[:, new - 2:new], atol=0, rtol=0)  # then the last two
+    torch.testing.assert_close(video[:, :4], plain[:, :4], atol=0, rtol=0)  # the same until the window slides
+    assert not torch.allclose(video[:, 4:], plain[:, 4:])
 
 
 def test_streamed_frames_do_not_depend_on_the_frames_after_them():
@@ -159,6 +182,8 @@ def test_streaming_errors():
         stream(model, 6, keep_frames=4)
     with pytest.raises(ValueError, match=r"context_t must be in \[0, 999\]"):
         stream(model, 6, context_t=1000)
+    with pytest.raises(ValueError, match="sink_frames must be below keep_frames and 4 - block_size"):
+        stream(model, 6, keep_frames=2, sink_frames=2)
     with pytest.raises(ValueError, match="first_frame latents must be"):
         stream(model, 3, first_frame=torch.zeros(2, 4, 4, 4))
     with pytest.raises(ValueError, match="bidirectional model cannot use the KV cache"):
@@ -242,6 +267,25 @@ def test_continuation_batches_are_t2v_clips_or_later_windows_of_long_clips_given
     assert (given[~first] >= 4).all() and (given[first] < 4).any()  # later windows show their motion
     with pytest.raises(ValueError, match="clip_frames must be >= the model's 8 frames"):
         ContinuationStage(init=tmp_path / "t2v", num_clips=3, clip_frames=4)
+
+
+def test_with_frame_sinks_later_windows_begin_with_the_clip_start_and_the_model_streams_with_them(
+        tiny_pipeline, tmp_path):
+    unet = tiny_video_unet(num_frames=8)
+    TextToVideoPipeline(unet, tiny_pipeline.vae, tiny_pipeline.text_encoder, image_size=64).save_pretrained(
+        tmp_path / "t2v", command="test")
+    stage = ContinuationStage(init=tmp_path / "t2v", num_clips=3, clip_frames=12, sink_frames=1)
+    latents = stage.long["latents"].float()  # (3, 12, c, h, w)
+    batch = stage.batch(24, torch.Generator().manual_seed(0))
+    later = batch["offset"] > 0
+    assert later.sum() > 4
+    for x0, offset in zip(batch["x0"][later], batch["offset"][later].tolist(), strict=True):
+        windows = torch.cat([latents[:, :1], latents[:, offset + 1:offset + 8]], dim=1)  # (3, 8, c, h, w)
+        assert any(torch.equal(x0, window) for window in windows)
+    stage.save(stage.model, tmp_path / "out", command="test")
+    assert TextToVideoPipeline.from_pretrained(tmp_path / "out").stream_options == {"sink_frames": 1}
+    with pytest.raises(ValueError, match=r"sink_frames must be in \[0, 3\]"):
+        ContinuationStage(init=tmp_path / "t2v", num_clips=3, clip_frames=12, sink_frames=4)
 
 
 def bouncing_clips(num_clips: int = 40, num_frames: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
@@ -355,6 +399,27 @@ def test_bench_quick_mode_fills_every_field(tmp_path):
     assert "| bidirectional |" in (tmp_path / "r.md").read_text()
 
 
+def test_bench_times_the_directed_weights_under_the_bidirectional_mask_when_no_bidirectional_model_is_given(
+        tmp_path):
+    spec = importlib.util.spec_from_file_location("bench_streaming", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    directed = bench.tiny_pipelines()[0]
+    directed.save_pretrained(tmp_path / "run" / "d", command="test")
+    masks, latency = [], bench.latency
+    bench.latency = lambda d, b, *args: masks.append((d.unet.config.temporal_attention,
+                                                      b.unet.config.temporal_attention)) or latency(d, b, *args)
+    results = bench.main(["--directed", str(tmp_path / "run" / "d"), "--parts", "latency", "--lengths", "5",
+                          "--latency-steps", "1", "--latency-repeats", "1", "--md", str(tmp_path / "r.md")])
+    assert masks == [("directed", "bidirectional")] and set(results) == {"meta", "latency"}
+    assert "Quality" not in (tmp_path / "r.md").read_text()
+    bidirectional = directed.unet.with_temporal_attention("bidirectional")
+    for name, value in directed.unet.state_dict().items():
+        torch.testing.assert_close(bidirectional.state_dict()[name], value, atol=0, rtol=0)
+    with pytest.raises(ValueError, match="give --directed"):
+        bench.main(["--bidirectional", str(tmp_path / "run" / "d")])
+
+
 def test_bench_times_each_frame_when_it_is_decoded_not_when_its_block_is(monkeypatch):
     spec = importlib.util.spec_from_file_location("bench_streaming", BENCH)
     bench = importlib.util.module_from_spec(spec)
@@ -426,7 +491,8 @@ def test_a_model_trained_with_context_noise_streams_at_half_its_level(tiny_pipel
     stage = ContinuationStage(init=tmp_path / "t2v", num_clips=4, clip_frames=12, context_noise=40)
     stage.save(stage.model, tmp_path / "out", command="test")
     loaded = TextToVideoPipeline.from_pretrained(tmp_path / "out")
-    assert loaded.stream_context_t == 20 and TextToVideoPipeline.from_pretrained(tmp_path / "t2v").stream_context_t == 0
+    assert loaded.stream_options == {"context_t": 20}
+    assert TextToVideoPipeline.from_pretrained(tmp_path / "t2v").stream_options == {}
 
     def stream(**options):
         blocks = stream_pipeline(loaded, PROMPTS[:1], 3, num_inference_steps=2,

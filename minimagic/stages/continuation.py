@@ -11,7 +11,9 @@ each window to rows 0 .. F-1):
   bounce off the walls, captioned with their first leg as the data set does, and always get at least F/2 given
   frames (a stream in blocks of <= F/2 frames, one by default, has >= F/2 finished frames in every later window):
   the prefix shows the motion, which after a bounce is no longer the caption's. Given one frame there, the model
-  would learn that a caption does not fix the direction, and the first window would lose it.
+  would learn that a caption does not fix the direction, and the first window would lose it. With
+  `sink_frames` = s the long clip's first s frames take rows 0 .. s-1 of these windows, as a stream with frame
+  sinks gives them (streaming.py): the clip's start, then the frames before the new ones.
 `temporal_attention="bidirectional"` trains the bidirectional ablation the same way, from the same weights,
 to measure what directed attention buys when streaming.
 """
@@ -42,6 +44,7 @@ class ContinuationOptions:
     clip_frames: int = option(32, "frames of the long, bouncing clips the training windows are cut from")
     context_noise: int = option(0, "given frames noised to a level t_c ~ U{0..this} (0: clean; streaming.py); "
                                 "the saved model streams at this / 2")
+    sink_frames: int = option(0, "later windows begin with the clip's first frames (frame sinks, streaming.py)")
 
 
 class ContinuationStage(TextToVideoStage):
@@ -59,14 +62,13 @@ class ContinuationStage(TextToVideoStage):
         if not isinstance(self.model, VideoUNet):
             raise ValueError(f"{options.init} is not a text-to-video pipeline")
         if self.model.config.temporal_attention != temporal_attention:
-            config = {**self.model.config_dict(), "temporal_attention": temporal_attention}
-            model = VideoUNet.from_config_dict(config)
-            model.load_state_dict(self.model.state_dict())  # same parameters, another mask
-            self.model = model.train()
-        window, self.context_noise = self.model.num_frames, options.context_noise
+            self.model = self.model.with_temporal_attention(temporal_attention).train()  # same parameters
+        window, self.context_noise, self.sink_frames = self.model.num_frames, options.context_noise, options.sink_frames
         if not 0 <= self.context_noise < self.diffusion.num_timesteps:
             raise ValueError(f"context_noise must be in [0, {self.diffusion.num_timesteps - 1}], "
                              f"got {self.context_noise}")
+        if not 0 <= self.sink_frames < window // 2:
+            raise ValueError(f"sink_frames must be in [0, {window // 2 - 1}], got {self.sink_frames}")
         if options.clip_frames < window:
             raise ValueError(f"clip_frames must be >= the model's {window} frames, got {options.clip_frames}")
         self.long = None  # long clips: latents (N, clip_frames, c, h, w) and their first-leg captions
@@ -82,7 +84,8 @@ class ContinuationStage(TextToVideoStage):
         window, clip_frames = self.model.num_frames, self.long["latents"].shape[1]
         clip = torch.randint(len(self.long["latents"]), (batch_size,), generator=generator)  # (B,)
         offset = torch.randint(1, clip_frames - window + 1, (batch_size,), generator=generator)  # (B,)
-        frames = offset[:, None] + torch.arange(window)  # (B, F) frame indices
+        sinks = torch.arange(window) < self.sink_frames  # (F,): rows that hold the clip's first frames
+        frames = torch.where(sinks, torch.arange(window), offset[:, None] + torch.arange(window))  # (B, F) indices
         later = self.long["latents"][clip[:, None], frames].float()  # (B, F, c, h, w)
         context = self.contexts([self.long["captions"][i] for i in clip.tolist()], generator)  # (B, L, D)
         first = torch.rand(batch_size, generator=generator) < FIRST_WINDOW_SHARE  # (B,)
@@ -104,8 +107,9 @@ class ContinuationStage(TextToVideoStage):
         save_image(videos.flatten(0, 1) * 0.5 + 0.5, path, nrow=videos.shape[1])
 
     def save(self, model, directory: Path, command: str, **info) -> None:
-        """A t2v pipeline; trained with context noise, it streams at half the largest level (stream_context_t)."""
+        """A t2v pipeline; it streams with its sinks, and at half the largest context noise (stream_* keys)."""
         noise = {"context_noise": self.context_noise, "stream_context_t": self.context_noise // 2} \
             if self.context_noise else {}
+        noise |= {"stream_sink_frames": self.sink_frames} if self.sink_frames else {}
         self.pipeline(model).save_pretrained(directory, command=command, stage="t2v",
                                              objective="continuation", **noise, **info)
