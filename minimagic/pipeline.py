@@ -195,5 +195,5 @@ class TextToVideoPipeline:
             unet = UNet2D(UNetConfig(**parts.config["unet"]))
         checkpoint.load_weights(unet, directory).eval()
         pipe = cls(unet, parts.vae, parts.text_encoder, parts.diffusion, parts.image_size, parts.videovae)
-        pipe.stream_options = {k[7:]: int(v) for k, v in parts.meta.items() if k.startswith("stream_")}
+        pipe.stream_options = {k[len("stream_"):]: int(v) for k, v in parts.meta.items() if k.startswith("stream_")}
         return pipe.to(device) if device is not None else pipe
