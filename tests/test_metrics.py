@@ -151,5 +151,13 @@ def test_flicker_counts_frame_to_frame_changes_of_the_error_only():
     assert background_flicker(black) == 0.0
     noisy = black + 0.05 * torch.rand(black.shape, generator=torch.Generator().manual_seed(1))
     assert 0.005 < background_flicker(noisy) < 0.05
+    edge = black.clone()
+    edge[..., :2] = 1.0  # ink in columns 0-1 of every frame
+    edge[:, 1::2, ..., 2] = -0.6  # its anti-aliased rim, still background, changes by 0.4 in every other frame
+    assert background_flicker(edge) == pytest.approx(0.4 / 6)  # 1 of 6 background columns changes
+    assert background_flicker(edge, margin=1) == 0.0  # the rim lies within 1 px of ink: none of it is far
+    assert background_flicker(noisy, margin=1) == background_flicker(noisy)  # no ink: all of it is far
+    with pytest.raises(ValueError, match="margin >= 0"):
+        background_flicker(black, margin=-1)
     with pytest.raises(ValueError, match="F >= 2"):
         flicker(truth[:, :1], truth[:, :1])
