@@ -113,7 +113,8 @@ def videovae_figure(pipe: TextToVideoPipeline) -> plt.Figure:
     video = held_out_clips(1)[0]  # (1, F, 1, H, W)
     with torch.no_grad():
         z = pipe.vae.encode_video(video, torch.Generator().manual_seed(0))
-        decoded = {"image VAE": pipe.vae.decode_video(z), "VideoVAE": pipe.videovae.decode_video(z)}
+        decoded = {"image VAE": pipe.vae.decode_video(z).clamp(-1, 1),  # what is shown
+                   "VideoVAE": pipe.videovae.decode_video(z).clamp(-1, 1)}
     truth = video[0, 1:] - video[0, :-1]  # (F-1, 1, H, W): x_{i+1} - x_i
     rows = [video[0]] + [((d[0, 1:] - d[0, :-1]) - truth).abs().clamp(0, 0.25) * 4 for d in decoded.values()]
     return show_rows(rows, ["clip"] + [f"{name}: |Δx̂ - Δx|" for name in decoded],

@@ -111,6 +111,22 @@ def test_stage_latent_noise_differs_from_frame_to_frame(tmp_path):
         VideoVAEStage(init=tmp_path / "vae", num_clips=4, latent_noise=-0.1)
 
 
+def test_clamped_loss_leaves_black_below_minus_one_free(tmp_path):
+    stage = VAEStage(preset="tiny")
+    stage.save(stage.model, tmp_path / "vae", command="test", num_frames=16)
+    losses = []
+    for clamped_loss in (False, True):
+        videovae_stage = VideoVAEStage(init=tmp_path / "vae", num_clips=4, clamped_loss=clamped_loss)
+        batch = videovae_stage.batch(2, torch.Generator().manual_seed(0))
+        model = videovae_stage.model
+        black = batch["video"] == -1  # (B, F, C, H, W)
+        assert black.float().mean() > 0.5  # a digit on black
+        model.decode_video = lambda z, video=batch["video"], black=black: torch.where(black, -1.5, video)
+        losses.append(videovae_stage.loss(model, batch, torch.Generator().manual_seed(1)).item())
+    assert losses[0] > 0.1  # black decoded as -1.5 is off by 0.5 ...
+    assert losses[1] == 0.0  # ... but shown as -1 after the clamp, which is all the clamped loss sees
+
+
 def test_stage_trains_a_videovae_further(vae, tmp_path):
     video_vae = VideoVAE.from_vae(vae, num_frames=8)
     randomise(video_vae.temporal)

@@ -36,6 +36,8 @@ class VideoVAEOptions:
     pair_t_high: int = option(400, "see pair_t_low")
     num_clips: int = option(6000, "Moving-digit training clips")
     directed: bool = option(True, "directed (causal) temporal attention; false: bidirectional (an ablation)")
+    clamped_loss: bool = option(False, "the loss compares the decoding clamped to [-1, 1], as it is shown: black "
+                                "may sit below -1, where small latent errors stay invisible")
     temporal_only: bool = option(False, "train only the temporal layers, the per-frame decoder frozen: what the "
                                  "VideoVAE gains must then come from the other frames")
 
@@ -53,7 +55,9 @@ class VideoVAEStage(Stage):
     from frame to frame is what the temporal layers can average away by looking at earlier frames. With
     `generated_pairs` N > 0, a share `pair_fraction` of each batch is latents of training clips noised and
     denoised by the text-to-video model (sdedit.py): they carry a sampler's errors, and the decoder learns to
-    decode them to the real clip."""
+    decode them to the real clip. With `clamped_loss`, both terms see clamp(D(z), -1, 1), what the pipeline
+    shows: nothing pulls the background up to exactly -1, so the decoder can keep it below, out of sight of a
+    sampler's small errors (docs/paper.md §10)."""
 
     name, Options = "videovae", VideoVAEOptions
     defaults = dict(steps=3000, batch_size=4, lr=2e-3, ema_decay=0.999, warmup=50, preview_every=500)
@@ -76,6 +80,7 @@ class VideoVAEStage(Stage):
         if options.temporal_only:
             self.model.vae.requires_grad_(False)  # only self.model.temporal learns
         self.temporal_weight, self.latent_noise = options.temporal_weight, options.latent_noise
+        self.clamped_loss = options.clamped_loss
         vae = self.model.vae  # its encoder is the frozen one of the image VAE
         self.latents = encode_clips(vae, "train", options.num_clips)["latents"]  # (N, F, c, h, w)
         self.videos = MovingDigits("train", length=options.num_clips, num_frames=self.latents.shape[1])
@@ -114,7 +119,9 @@ class VideoVAEStage(Stage):
             scale = self.latent_noise * torch.rand(latents.shape[0], 1, 1, 1, 1, generator=generator)  # s per clip
             eps = torch.randn(latents.shape, generator=generator)  # (B, F, c, h, w), new for every frame
             latents = latents + (scale * eps).to(latents.device)
-        recon = model.decode_video(latents)
+        recon = model.decode_video(latents)  # (B, F, C, H, W)
+        if self.clamped_loss:
+            recon = recon.clamp(-1, 1)
         temporal = F.mse_loss(frame_differences(recon), frame_differences(video))
         return F.mse_loss(recon, video) + self.temporal_weight * temporal
 
