@@ -52,7 +52,7 @@ from minimagic.train import ema_update  # noqa: E402
 LEVERS = ("eager", "compile", "channels_last")
 QUICK_LEVERS = ("eager", "channels_last")  # --quick: compiling takes minutes (tests/test_compile.py checks it)
 RECIPES = {  # the shipped checkpoints' recorded runs (docs/training.md): steps and batch size of each stage
-    "vae": (800, 32), "t2i": (4000, 32), "t2v": (9250, 8), "videovae": (3000, 4), "interp": (13500, 8),
+    "vae": (800, 32), "t2i": (4000, 32), "t2v": (9250, 8), "videovae": (3500, 4), "interp": (13500, 8),
 }
 CHAIN_CLIPS = 6000  # clips the first diffusion stage encodes (t2i, t2v and videovae share the cache)
 ENCODE_BATCH = 64  # clips per encoding step, encode_clips's batch
