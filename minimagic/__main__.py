@@ -103,7 +103,8 @@ def parser() -> Parser:
     gen.add_argument("--seed", type=number(int), default=0)
     gen.add_argument("--steps", type=number(int), default=50, help="DDIM steps (50 and guidance 7.5: the best of "
                      "the settings tried on validation seed 2, README)")
-    gen.add_argument("--guidance", type=number(float), default=7.5, help="classifier-free guidance scale")
+    gen.add_argument("--guidance", type=number(float), help="classifier-free guidance scale (default 7.5; streamed "
+                     "clips, longer than trained or from --first-frame or --stream: 4, chosen on validation seed 2)")
     gen.add_argument("--sampler", choices=["ddim", "dpm++2m"], default="ddim",
                      help="keyframe sampler: DDIM or DPM-Solver++ (2M)")
     gen.add_argument("--shared-noise", type=number(float), default=0.0, metavar="A",

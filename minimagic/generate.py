@@ -7,6 +7,9 @@ from typing import TYPE_CHECKING
 
 from minimagic.flags import check_output
 
+GUIDANCE = 7.5  # clips of the trained length: the best of the settings tried on validation seed 2 (README)
+STREAM_GUIDANCE = 4.0  # streamed clips: the digit kept in all 32 frames of 97% of validation clips, 70% at 7.5
+
 if TYPE_CHECKING:
     import torch
 
@@ -46,6 +49,8 @@ def generate_command(args: argparse.Namespace, argv: list[str]) -> None:
         raise ValueError("--stream writes DDIM keyframes as they finish: drop --interpolate, --sampler, --upscale "
                          "and --shared-noise")
     eta = (1.0 if args.sampler == "ddim" else 0.0) if args.eta is None else args.eta  # stochastic DDIM by default
+    if args.guidance is not None and not 0 <= args.guidance <= 50:
+        raise ValueError(f"--guidance must be in [0, 50], got {args.guidance}")
     if eta < 0:
         raise ValueError(f"--eta must be >= 0, got {eta}")
     pipe = TextToVideoPipeline.from_pretrained(args.checkpoint, device=pick_device(args.device))
@@ -54,14 +59,17 @@ def generate_command(args: argparse.Namespace, argv: list[str]) -> None:
     print(f"{kind} model from {args.checkpoint or 'the shipped checkpoint'}")
     generator = torch.Generator().manual_seed(args.seed)
     first = read_first_frame(args.first_frame, pipe.vae.config.in_channels) if args.first_frame else None
+    trained_frames = pipe.unet.num_frames if pipe.is_video else 1
+    streamed = args.stream or first is not None or (args.num_frames or 0) > trained_frames
+    guidance = args.guidance if args.guidance is not None else STREAM_GUIDANCE if streamed else GUIDANCE
     if args.stream:  # every frame written to OUT_STEM/frame_NNNN.png as soon as it is finished
         num_frames = args.num_frames or (pipe.unet.num_frames if pipe.is_video else 1)
         video = stream_to_folder(pipe, args.prompt, num_frames, out.with_suffix(""), first,
-                                 num_inference_steps=args.steps, guidance_scale=args.guidance, eta=eta,
+                                 num_inference_steps=args.steps, guidance_scale=guidance, eta=eta,
                                  fps=args.fps, generator=generator)
     else:
         video = pipe([args.prompt], num_frames=args.num_frames, num_inference_steps=args.steps,
-                     guidance_scale=args.guidance, fps=args.fps, generator=generator, progress=True,
+                     guidance_scale=guidance, fps=args.fps, generator=generator, progress=True,
                      interpolate=args.interpolate, first_frame=first, sampler=args.sampler,
                      upscale=args.upscale, shared_noise=args.shared_noise, eta=eta)[0]  # (F, C, H, W)
     fps = args.fps * (args.interpolate + 1)  # the in-between frames keep the keyframes' pace

@@ -383,6 +383,27 @@ def test_cli_streams_frames_to_files_from_a_first_frame(tiny_pipeline, tmp_path,
     assert err.startswith("error: first_frame must be (1, 16, 16)") and "\n" not in err
 
 
+def test_cli_guidance_defaults_to_4_for_streamed_clips_only(tiny_pipeline, tmp_path, monkeypatch):
+    from minimagic import pipeline, streaming
+
+    tiny_pipeline.save_pretrained(tmp_path / "pipe", command="test")
+    seen = []
+
+    def record(*args, **kwargs):  # stands in for sampling: notes the guidance, returns a black clip
+        seen.append(kwargs["guidance_scale"])
+        return torch.zeros(1, kwargs.get("num_frames") or 2, 1, 16, 16) - 1
+
+    monkeypatch.setattr(pipeline.TextToVideoPipeline, "__call__", record)
+    monkeypatch.setattr(streaming, "stream_to_folder", lambda *args, **kwargs: record(**kwargs)[0])
+    trained = tiny_pipeline.unet.num_frames
+    base = ["generate", "--prompt", PROMPTS[0], "--checkpoint", str(tmp_path / "pipe"),
+            "--out", str(tmp_path / "c.gif")]
+    for extra in ([], ["--num-frames", str(trained)], ["--num-frames", str(trained + 1)], ["--stream"],
+                  ["--num-frames", str(trained + 1), "--guidance", "6"]):
+        main(base + extra)
+    assert seen == [7.5, 7.5, 4.0, 4.0, 6.0]
+
+
 def test_bench_quick_mode_fills_every_field(tmp_path):
     spec = importlib.util.spec_from_file_location("bench_streaming", BENCH)
     bench = importlib.util.module_from_spec(spec)
