@@ -63,7 +63,7 @@ def generate_command(args: argparse.Namespace, argv: list[str]) -> None:
     streamed = args.stream or first is not None or (args.num_frames or 0) > trained_frames
     guidance = args.guidance if args.guidance is not None else STREAM_GUIDANCE if streamed else GUIDANCE
     if args.stream:  # every frame written to OUT_STEM/frame_NNNN.png as soon as it is finished
-        num_frames = args.num_frames or (pipe.unet.num_frames if pipe.is_video else 1)
+        num_frames = args.num_frames or trained_frames
         video = stream_to_folder(pipe, args.prompt, num_frames, out.with_suffix(""), first,
                                  num_inference_steps=args.steps, guidance_scale=guidance, eta=eta,
                                  fps=args.fps, generator=generator)
