@@ -49,8 +49,6 @@ def generate_command(args: argparse.Namespace, argv: list[str]) -> None:
         raise ValueError("--stream writes DDIM keyframes as they finish: drop --interpolate, --sampler, --upscale "
                          "and --shared-noise")
     eta = (1.0 if args.sampler == "ddim" else 0.0) if args.eta is None else args.eta  # stochastic DDIM by default
-    if args.guidance is not None and not 0 <= args.guidance <= 50:
-        raise ValueError(f"--guidance must be in [0, 50], got {args.guidance}")
     if eta < 0:
         raise ValueError(f"--eta must be >= 0, got {eta}")
     pipe = TextToVideoPipeline.from_pretrained(args.checkpoint, device=pick_device(args.device))

@@ -1,6 +1,8 @@
 """The mixed noise prior (shared_noise): shapes, the old path when off, frames correlated by a, bad values;
 bench/levers.py; generate's --shared-noise and --eta."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -115,6 +117,7 @@ def test_generate_rejects_bad_shared_noise_and_eta_in_one_line(options, message,
 class RecordingPipe:
     """Stands in for the shipped pipeline: records the sampling options `generate` passes, returns a blank clip."""
     is_video, superres, calls = True, None, []
+    unet = SimpleNamespace(num_frames=8)  # the frames it was trained on
 
     def __call__(self, prompts, **options):
         self.calls.append(options)
