@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from minimagic.data import DATA_DIR, MovingDigits, caption_for
-from minimagic.evaluate import evaluate_interp, evaluate_videovae
+from minimagic.evaluate import FAR, evaluate_interp, evaluate_videovae
 from minimagic.metrics import DigitClassifier, background_flicker, flicker, psnr, video_scores
 from minimagic.pipeline import TextToVideoPipeline, default_checkpoint
 from minimagic.vae import VAE
@@ -65,15 +65,16 @@ def test_videovae_flickers_less_than_the_image_vae_on_held_out_clips():
 @torch.no_grad()
 def test_videovae_keeps_a_noisy_background_still():
     """Latents off by a little per-frame noise, as a sampler's are: the shipped VideoVAE (clamped loss) keeps
-    black below -1, so the far background stays still; the step-3,000 VideoVAE flickered more there than the
-    image VAE (0.00107 vs 0.00074 on these clips)."""
+    black below -1, so the far background stays still. The step-3,000 VideoVAE (git 87faebb) fails the first
+    assertion: it flickered more there than the image VAE."""
     vae = VAE.from_pretrained(CHECKPOINTS / "vae-moving-digits")
     videovae = VideoVAE.from_pretrained(CHECKPOINTS / "videovae-moving-digits")
     clips = MovingDigits("test", length=8, seed=1)
     latents = vae.encode_video(torch.stack([clips[i]["video"] for i in range(len(clips))]))  # (8, F, c, h, w)
-    noisy = latents + 0.1 * torch.randn(latents.shape, generator=torch.Generator().manual_seed(0))
+    noise = 0.1 * torch.randn(latents.shape, generator=torch.Generator().manual_seed(0))  # std 0.1, new per frame
+    noisy = latents + noise  # (8, F, c, h, w)
     by_frame, by_video = vae.decode_video(noisy).clamp(-1, 1), videovae.decode_video(noisy).clamp(-1, 1)
-    assert background_flicker(by_video, margin=3) < 0.25 * background_flicker(by_frame, margin=3)
+    assert background_flicker(by_video, margin=FAR) < 0.25 * background_flicker(by_frame, margin=FAR)
     assert background_flicker(by_video) < 0.8 * background_flicker(by_frame)
 
 
