@@ -137,3 +137,23 @@ def test_stage_trains_a_videovae_further(vae, tmp_path):
     assert not any(p.requires_grad for p in stage.model.vae.encoder.parameters())
     with pytest.raises(ValueError, match="architecture is fixed, drop \\['directed'\\]"):
         VideoVAEStage(init=tmp_path / "videovae", num_clips=4, directed=False)
+
+
+def test_context_bench_decodes_each_frame_without_the_others(vae, load_script, tmp_path):
+    """bench/videovae_context.py: with the temporal layers at zero (init) a clip decoded whole equals its frames
+    decoded alone; with them active the two differ, in the last frame too, so 'alone' really drops the context."""
+    bench = load_script("bench/videovae_context.py")
+    model = VideoVAE.from_vae(vae)
+    latents = torch.randn(2, 8, vae.config.latent_channels, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(model.decode_video(latents), bench.decode_alone(model, latents))
+        for layer in model.temporal.values():
+            torch.nn.init.normal_(layer.to_out.weight, std=0.5)
+        whole, alone = model.decode_video(latents), bench.decode_alone(model, latents)
+    assert torch.equal(whole[:, 0], alone[:, 0])  # frame 0 sees only itself either way (directed)
+    assert (whole[:, -1] - alone[:, -1]).abs().max() > 1e-3
+    rows = bench.main(["--quick", "--noise", "0", "1", "--md", str(tmp_path / "c.md")])
+    assert [(r["motion"], r["noise"]) for r in rows] == [("moving", 0.0), ("moving", 1.0), ("still", 0.0),
+                                                         ("still", 1.0)]
+    assert all(r[key] > 0 for r in rows for key in ("mse_whole", "mse_alone", "last_frame_whole"))
+    assert "| tiny random | still | 1.0 |" in (tmp_path / "c.md").read_text()
