@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 
 import torch
-from einops import rearrange
 
 from minimagic.data import MovingDigits
 from minimagic.vae import VAE, VAEConfig
@@ -27,19 +26,13 @@ from minimagic.videovae import VideoVAE
 MOTIONS = {"moving": 3.0, "still": 0.0}  # pixels per frame: the data's speed, and the digit held still
 
 
-def decode_alone(model: VideoVAE, latents: torch.Tensor) -> torch.Tensor:
-    """(B, F, c, h, w) -> (B, F, C, H, W), every frame decoded as a clip of its own: no temporal context."""
-    frames = model.decode_video(rearrange(latents, "b f c h w -> (b f) 1 c h w"))  # (B*F, 1, C, H, W)
-    return rearrange(frames, "(b f) 1 c h w -> b f c h w", b=latents.shape[0])
-
-
 @torch.no_grad()
 def context_errors(model: VideoVAE, video: torch.Tensor, sigma: float, generator: torch.Generator) -> dict:
     """Squared errors (B, F) of `video` (B, F, C, H, W) decoded from its latents + sigma * eps (eps per frame),
     decoded whole and each frame alone."""
     latents = model.encode_video(video)  # (B, F, c, h, w)
     latents = latents + sigma * torch.randn(latents.shape, generator=generator)
-    decoded = {"whole": model.decode_video(latents), "alone": decode_alone(model, latents)}
+    decoded = {"whole": model.decode_video(latents), "alone": model.decode_frames_alone(latents)}
     return {name: ((frames.clamp(-1, 1) - video) ** 2).mean(dim=(2, 3, 4)) for name, frames in decoded.items()}
 
 

@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import torch
-from einops import rearrange
 from torch import nn
 
 from minimagic import checkpoint
@@ -121,12 +120,8 @@ def evaluate_videovae(directory: Path, num_videos: int = 100, seed: int = 1, ste
         nn.init.zeros_(layer.to_out.weight)
         nn.init.zeros_(layer.to_out.bias)
 
-    def single_frames(z: torch.Tensor) -> torch.Tensor:  # (B, F, c, h, w) -> (B, F, C, H, W), no temporal context
-        frames = video_vae.decode_video(rearrange(z, "b f c h w -> (b f) 1 c h w"))  # (B*F, 1, C, H, W)
-        return rearrange(frames, "(b f) 1 c h w -> b f c h w", b=z.shape[0])
-
     decoders = {"vae": image_vae.decode_video, "videovae": video_vae.decode_video,
-                "videovae_no_temporal": ablation.decode_video, "videovae_single_frames": single_frames}
+                "videovae_no_temporal": ablation.decode_video, "videovae_single_frames": video_vae.decode_frames_alone}
     results = {"held_out_clips": num_videos, "held_out_background_flicker": round(background_flicker(video), 5)}
     for name, decoder in decoders.items():
         recon = torch.cat([decoder(chunk).clamp(-1, 1) for chunk in latents.split(20)])

@@ -81,6 +81,12 @@ class VideoVAE(nn.Module):
         frames = decoder.conv_out(nn.functional.silu(decoder.conv_norm_out(h)))  # (B*F, C, H, W)
         return rearrange(frames, "(b f) c h w -> b f c h w", b=B)
 
+    def decode_frames_alone(self, latents: torch.Tensor) -> torch.Tensor:
+        """The ablation of the temporal context: (B, F, c, h, w) -> (B, F, C, H, W), every frame decoded as a clip
+        of its own, so that the temporal layers run but see no other frame."""
+        frames = self.decode_video(rearrange(latents, "b f c h w -> (b f) 1 c h w"))  # (B*F, 1, C, H, W)
+        return rearrange(frames, "(b f) 1 c h w -> b f c h w", b=latents.shape[0])
+
     def save_pretrained(self, directory, **info) -> None:
         config = {**asdict(self.config), "vae": asdict(self.config.vae)}
         checkpoint.save_checkpoint(directory, self.state_dict(), "videovae", config, **info)

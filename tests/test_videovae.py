@@ -139,17 +139,18 @@ def test_stage_trains_a_videovae_further(vae, tmp_path):
         VideoVAEStage(init=tmp_path / "videovae", num_clips=4, directed=False)
 
 
-def test_context_bench_decodes_each_frame_without_the_others(vae, load_script, tmp_path):
-    """bench/videovae_context.py: with the temporal layers at zero (init) a clip decoded whole equals its frames
-    decoded alone; with them active the two differ, in the last frame too, so 'alone' really drops the context."""
+def test_frames_alone_see_no_other_frame(vae, load_script, tmp_path):
+    """decode_frames_alone (evaluate's ablation, bench/videovae_context.py): with the temporal layers at zero (init)
+    a clip decoded whole equals its frames decoded alone; with them active the two differ, in the last frame too,
+    so 'alone' really drops the context."""
     bench = load_script("bench/videovae_context.py")
     model = VideoVAE.from_vae(vae)
     latents = torch.randn(2, 8, vae.config.latent_channels, 16, 16)
     with torch.no_grad():
-        torch.testing.assert_close(model.decode_video(latents), bench.decode_alone(model, latents))
+        torch.testing.assert_close(model.decode_video(latents), model.decode_frames_alone(latents))
         for layer in model.temporal.values():
             torch.nn.init.normal_(layer.to_out.weight, std=0.5)
-        whole, alone = model.decode_video(latents), bench.decode_alone(model, latents)
+        whole, alone = model.decode_video(latents), model.decode_frames_alone(latents)
     assert torch.equal(whole[:, 0], alone[:, 0])  # frame 0 sees only itself either way (directed)
     assert (whole[:, -1] - alone[:, -1]).abs().max() > 1e-3
     rows = bench.main(["--quick", "--noise", "0", "1", "--md", str(tmp_path / "c.md")])
