@@ -24,6 +24,7 @@ from minimagic.vae import VAE, VAEConfig
 from minimagic.videovae import VideoVAE
 
 MOTIONS = {"moving": 3.0, "still": 0.0}  # pixels per frame: the data's speed, and the digit held still
+CHUNK = 20  # clips decoded at once
 
 
 @torch.no_grad()
@@ -44,7 +45,7 @@ def measure(models: dict, clips: int, noise: list[float], seed: int) -> list[dic
         for sigma in noise:
             for name, model in models.items():  # every model sees the same noise
                 generator = torch.Generator().manual_seed(seed)
-                chunks = [context_errors(model, chunk, sigma, generator) for chunk in video.split(20)]
+                chunks = [context_errors(model, chunk, sigma, generator) for chunk in video.split(CHUNK)]
                 error = {key: torch.cat([c[key] for c in chunks]) for key in ("whole", "alone")}  # (N, F) each
                 rows.append({"model": name, "motion": motion, "noise": sigma,
                              **{f"mse_{key}": round(e.mean().item(), 6) for key, e in error.items()},
