@@ -64,7 +64,7 @@ def continuation_loss(model: VideoUNet, diffusion: GaussianDiffusion, x0: torch.
     target = noise if diffusion.config.prediction == "epsilon" else abar.sqrt() * noise - (1 - abar).sqrt() * x0
     output = model(x_t, t_frames, context=context, fps=fps)
     per_frame = F.mse_loss(output, target, reduction="none").mean(dim=(2, 3, 4))  # (B, F)
-    return per_frame[~given].mean()
+    return (per_frame * ~given).sum() / (~given).sum()  # mean over the noisy frames; static shapes for torch.compile
 
 
 def stream_latents(model: VideoUNet, diffusion: GaussianDiffusion, context: torch.Tensor, uncond: torch.Tensor,

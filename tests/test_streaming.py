@@ -205,8 +205,9 @@ def test_continuation_loss_gives_the_prefix_clean_at_t0_and_scores_only_the_nois
     seen = {}
 
     def spy(x_t, t, **kwargs):
-        seen["x_t"], seen["t"] = x_t, t
-        return model(x_t, t, **kwargs)
+        seen["x_t"], seen["t"], seen["out"] = x_t, t, model(x_t, t, **kwargs)
+        seen["out"].retain_grad()
+        return seen["out"]
 
     loss = continuation_loss(spy, GaussianDiffusion(), x0, context, fps.repeat(4),
                              torch.Generator().manual_seed(0))
@@ -216,6 +217,8 @@ def test_continuation_loss_gives_the_prefix_clean_at_t0_and_scores_only_the_nois
     assert torch.equal(seen["x_t"][given], x0[given]) and not torch.equal(seen["x_t"][~given], x0[~given])
     loss.backward()
     assert torch.isfinite(loss) and loss > 0
+    grad = seen["out"].grad.abs().sum(dim=(2, 3, 4))  # (B, F): the loss reaches the noisy frames' outputs only
+    assert (grad[given] == 0).all() and (grad[~given] > 0).all()
     continuation_loss(spy, GaussianDiffusion(), x0, context, fps.repeat(4), torch.Generator().manual_seed(0),
                       min_prefix=torch.ones(8, dtype=torch.long))  # windows cut after frame 0 of a long clip
     assert (seen["t"][:, 0] == 0).all() and (seen["t"][:, -1] > 0).all()
