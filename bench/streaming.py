@@ -23,6 +23,11 @@
              seed 1): frame 0 of a real clip is the given frame; digit accuracy of the generated frames and PSNR
              of the digit (a 28x28 crop at the centroid) against the given digit and, as a reference, against
              another test digit of the same class.
+4. compiled  (not in the default parts) the time to the first frame again, with copies of both denoisers
+             compiled (`pipe.compile()`, minimagic/compilation.py) taking turns with the eager ones: compiling
+             fuses per-call work, which weighs more on a one-frame pass than on an eight-frame one. The first
+             frame only: streaming on compiles one graph per length of the cache. The first (one-step) round of
+             each mode, compiling included, is reported apart as its warm-up.
 
     python bench/streaming.py --directed D1 D2 --bidirectional B1 B2 --out docs/results/streaming.json \
         --md docs/results/streaming.md --latency-steps 5     # CPU, 1 thread: ~10 min per 2 models
@@ -52,7 +57,7 @@ from minimagic.vae import VAE, VAEConfig
 from minimagic.video_unet import VideoUNet
 
 WINDOW = 8  # frames per scored window (the trained clip length)
-PARTS = ["latency", "quality", "i2v"]
+PARTS = ["latency", "quality", "i2v"]  # the default; "compiled" is asked for by name
 
 
 def open_stream(pipe: TextToVideoPipeline, num_frames: int, use_cache: bool, steps: int, guidance: float, eta: float,
@@ -113,6 +118,30 @@ def latency(directed, bidirectional, lengths: list[int], steps: int, guidance: f
         "first_frame_bidirectional_over_cache": round(bidir["first_frame_s"] / cache["first_frame_s"], 2),
         "per_new_frame_cache_over_no_cache": round(
             cache["per_new_frame_s"] / results["directed, no cache"]["per_new_frame_s"], 3)}
+    return results
+
+
+def first_frame_compiled(directed, bidirectional, steps: int, guidance: float, eta: float, repeats: int) -> dict:
+    """Time to the first frame, eager and compiled, the four modes taking turns; the compiled ones on copies."""
+    compiled = {}
+    for name, pipe in (("directed", directed), ("bidirectional", bidirectional)):
+        compiled[name] = copy.copy(pipe)  # the same VAE and text encoder, a denoiser of its own
+        compiled[name].unet = copy.deepcopy(pipe.unet)
+        compiled[name].compile()
+    modes = {"directed, cache": (directed, True), "bidirectional": (bidirectional, False),
+             "directed, cache, compiled": (compiled["directed"], True),
+             "bidirectional, compiled": (compiled["bidirectional"], False)}
+    warm_up = streams_in_turns(modes, directed.unet.num_frames, 1, guidance, eta, first_block_only=True)
+    first = {name: [] for name in modes}
+    for _ in range(repeats):
+        for name, times in streams_in_turns(modes, directed.unet.num_frames, steps, guidance, eta,
+                                            first_block_only=True).items():
+            first[name].append(times[0])
+    results = {name: {"first_frame_s": round(float(torch.tensor(first[name]).median()), 3),
+                      "warm_up_s": round(warm_up[name][0], 2)} for name in modes}
+    results["ratios"] = {f"first_frame_bidirectional_over_cache{suffix}": round(
+        results[f"bidirectional{suffix}"]["first_frame_s"] / results[f"directed, cache{suffix}"]["first_frame_s"], 2)
+        for suffix in ("", ", compiled")}
     return results
 
 
@@ -234,6 +263,13 @@ def markdown(results: dict) -> str:
                 frames = " | ".join(str(v) for k, v in row.items() if k.startswith("frames_"))
                 lines.append(f"| {name} | {row['first_frame_s']} | {frames} | {row['per_new_frame_s']} |")
         lines += ["", f"Ratios: `{json.dumps(results['latency']['ratios'])}`"]
+    if "compiled" in results:
+        lines += ["", f"## Time to the first frame, eager and compiled ({meta['latency_steps']} DDIM steps; median "
+                  f"of {meta['latency_repeats']}; warm-up: the first one-step round, compiling included)", "",
+                  "| mode | first frame (s) | warm-up (s) |", "|---|---|---|"]
+        lines += [f"| {name} | {row['first_frame_s']} | {row['warm_up_s']} |"
+                  for name, row in results["compiled"].items() if name != "ratios"]
+        lines += ["", f"Ratios: `{json.dumps(results['compiled']['ratios'])}`"]
     if "quality" in results:
         lines += ["", f"## Quality of streamed clips ({meta['clips']} clips per model, {meta['steps']} DDIM steps)",
                   "", "Direction: bounce-aware (minimagic/bounces.py), the fraction of clips right in each 8-frame "
@@ -258,8 +294,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--directed", nargs="*", default=[], help="directed continuation pipelines (one per seed)")
     parser.add_argument("--bidirectional", nargs="*", default=[], help="bidirectional ones, trained the same way")
     parser.add_argument("--quick", action="store_true", help="tiny random models, a few frames: checks the code")
-    parser.add_argument("--parts", nargs="+", choices=PARTS, default=PARTS, help="what to measure; latency without "
-                        "--bidirectional times the directed weights under its mask (time does not depend on weights)")
+    parser.add_argument("--parts", nargs="+", choices=[*PARTS, "compiled"], default=PARTS,
+                        help="what to measure; latency and compiled without --bidirectional time the directed "
+                        "weights under its mask (time does not depend on weights)")
     parser.add_argument("--lengths", type=int, nargs="+", default=[16, 32, 64])
     parser.add_argument("--latency-steps", type=int, default=10)
     parser.add_argument("--latency-repeats", type=int, default=3, help="one-frame timings per mode (median)")
@@ -298,7 +335,7 @@ def main(argv: list[str] | None = None) -> dict:
     names = list(pipes)
     directed = [n for n in names if n.startswith("directed")]
     bidirectional = [n for n in names if n.startswith("bidirectional")]
-    if not bidirectional and "latency" in args.parts:  # the first directed model's weights under the other mask
+    if not bidirectional and {"latency", "compiled"} & set(args.parts):  # directed weights, bidirectional mask
         timed = copy.copy(pipes[directed[0]])
         timed.unet = timed.unet.with_temporal_attention("bidirectional").eval()
         folders["bidirectional mask, directed weights"] = folders[directed[0]]
@@ -317,6 +354,10 @@ def main(argv: list[str] | None = None) -> dict:
         results["latency"] = latency(pipes[directed[0]], pipes[bidirectional[0]] if bidirectional else timed,
                                      args.lengths, args.latency_steps, args.guidance, args.eta, args.latency_repeats,
                                      options)
+    if "compiled" in args.parts:
+        results["compiled"] = first_frame_compiled(pipes[directed[0]],
+                                                   pipes[bidirectional[0]] if bidirectional else timed,
+                                                   args.latency_steps, args.guidance, args.eta, args.latency_repeats)
     if "quality" in args.parts:
         results["quality"] = {name: quality(pipes[name], classifier, args.clips, args.frames, args.steps,
                                             args.guidance, args.eta, args.seed,

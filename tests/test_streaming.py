@@ -534,3 +534,21 @@ def test_the_shipped_continuation_model_streams_past_its_window():
     assert pipe.unet.config.temporal_attention == "directed" and pipe.unet.num_frames == 8
     video = pipe(PROMPTS[:1], num_frames=10, num_inference_steps=2, guidance_scale=1.0)
     assert video.shape == (1, 10, 1, 64, 64) and video.isfinite().all()
+
+
+def test_bench_compiled_part_times_compiled_copies_beside_the_eager_models(monkeypatch, tmp_path):
+    spec = importlib.util.spec_from_file_location("bench_streaming", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    compiled = []  # the pipelines compiled: a spy, since compiling itself is tested in tests/test_compile.py
+    monkeypatch.setattr(TextToVideoPipeline, "compile", lambda pipe: compiled.append(pipe) or pipe)
+    results = bench.main(["--quick", "--parts", "compiled", "--md", str(tmp_path / "r.md")])
+    part = results["compiled"]
+    assert set(part) == {"directed, cache", "bidirectional", "directed, cache, compiled", "bidirectional, compiled",
+                         "ratios"}
+    assert len(compiled) == 2 and [p.unet.config.temporal_attention for p in compiled] == ["directed",
+                                                                                         "bidirectional"]
+    assert all(row["first_frame_s"] > 0 and row["warm_up_s"] > 0 for name, row in part.items() if name != "ratios")
+    ratio = part["bidirectional, compiled"]["first_frame_s"] / part["directed, cache, compiled"]["first_frame_s"]
+    assert part["ratios"]["first_frame_bidirectional_over_cache, compiled"] == round(ratio, 2)
+    assert "eager and compiled" in (tmp_path / "r.md").read_text() and "latency" not in results
