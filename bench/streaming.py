@@ -27,7 +27,8 @@
              compiled (`pipe.compile()`, minimagic/compilation.py) taking turns with the eager ones: compiling
              fuses per-call work, which weighs more on a one-frame pass than on an eight-frame one. The first
              frame only: streaming on compiles one graph per length of the cache. The first (one-step) round of
-             each mode, compiling included, is reported apart as its warm-up.
+             each mode, compiling included, is reported apart as its warm-up. With --freeze the copies compile
+             with their weights as constants (inference-only inductor freezing, compilation.frozen_weights).
 
     python bench/streaming.py --directed D1 D2 --bidirectional B1 B2 --out docs/results/streaming.json \
         --md docs/results/streaming.md --latency-steps 5     # CPU, 1 thread: ~10 min per 2 models
@@ -37,6 +38,7 @@
 """
 
 import argparse
+import contextlib
 import copy
 import json
 import shlex
@@ -46,6 +48,7 @@ from pathlib import Path
 
 import torch
 
+from minimagic import compilation
 from minimagic.bounces import direction_kept
 from minimagic.data import DIRECTION_NAMES, MovingDigits, caption_for, parse_caption
 from minimagic.metrics import DigitClassifier, centroid_path, psnr, video_scores
@@ -121,8 +124,10 @@ def latency(directed, bidirectional, lengths: list[int], steps: int, guidance: f
     return results
 
 
-def first_frame_compiled(directed, bidirectional, steps: int, guidance: float, eta: float, repeats: int) -> dict:
-    """Time to the first frame, eager and compiled, the four modes taking turns; the compiled ones on copies."""
+def first_frame_compiled(directed, bidirectional, steps: int, guidance: float, eta: float, repeats: int,
+                         freeze: bool = False) -> dict:
+    """Time to the first frame, eager and compiled, the four modes taking turns; the compiled ones on copies,
+    with `freeze` compiled with their weights as constants (compilation.frozen_weights)."""
     compiled = {}
     for name, pipe in (("directed", directed), ("bidirectional", bidirectional)):
         compiled[name] = copy.copy(pipe)  # the same VAE and text encoder, a denoiser of its own
@@ -131,12 +136,13 @@ def first_frame_compiled(directed, bidirectional, steps: int, guidance: float, e
     modes = {"directed, cache": (directed, True), "bidirectional": (bidirectional, False),
              "directed, cache, compiled": (compiled["directed"], True),
              "bidirectional, compiled": (compiled["bidirectional"], False)}
-    warm_up = streams_in_turns(modes, directed.unet.num_frames, 1, guidance, eta, first_block_only=True)
     first = {name: [] for name in modes}
-    for _ in range(repeats):
-        for name, times in streams_in_turns(modes, directed.unet.num_frames, steps, guidance, eta,
-                                            first_block_only=True).items():
-            first[name].append(times[0])
+    with compilation.frozen_weights() if freeze else contextlib.nullcontext():  # compiling happens in the warm-up
+        warm_up = streams_in_turns(modes, directed.unet.num_frames, 1, guidance, eta, first_block_only=True)
+        for _ in range(repeats):
+            for name, times in streams_in_turns(modes, directed.unet.num_frames, steps, guidance, eta,
+                                                first_block_only=True).items():
+                first[name].append(times[0])
     results = {name: {"first_frame_s": round(float(torch.tensor(first[name]).median()), 3),
                       "warm_up_s": round(warm_up[name][0], 2)} for name in modes}
     results["ratios"] = {f"first_frame_bidirectional_over_cache{suffix}": round(
@@ -264,8 +270,9 @@ def markdown(results: dict) -> str:
                 lines.append(f"| {name} | {row['first_frame_s']} | {frames} | {row['per_new_frame_s']} |")
         lines += ["", f"Ratios: `{json.dumps(results['latency']['ratios'])}`"]
     if "compiled" in results:
-        lines += ["", f"## Time to the first frame, eager and compiled ({meta['latency_steps']} DDIM steps; median "
-                  f"of {meta['latency_repeats']}; warm-up: the first one-step round, compiling included)", "",
+        frozen = ", weights frozen" if meta.get("freeze") else ""
+        lines += ["", f"## Time to the first frame, eager and compiled{frozen} ({meta['latency_steps']} DDIM steps; "
+                  f"median of {meta['latency_repeats']}; warm-up: the first one-step round, compiling included)", "",
                   "| mode | first frame (s) | warm-up (s) |", "|---|---|---|"]
         lines += [f"| {name} | {row['first_frame_s']} | {row['warm_up_s']} |"
                   for name, row in results["compiled"].items() if name != "ratios"]
@@ -297,6 +304,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--parts", nargs="+", choices=[*PARTS, "compiled"], default=PARTS,
                         help="what to measure; latency and compiled without --bidirectional time the directed "
                         "weights under its mask (time does not depend on weights)")
+    parser.add_argument("--freeze", action="store_true", help="compiled part: compile with the weights as "
+                        "constants (inference-only inductor freezing, minimagic/compilation.py)")
     parser.add_argument("--lengths", type=int, nargs="+", default=[16, 32, 64])
     parser.add_argument("--latency-steps", type=int, default=10)
     parser.add_argument("--latency-repeats", type=int, default=3, help="one-frame timings per mode (median)")
@@ -348,7 +357,7 @@ def main(argv: list[str] | None = None) -> dict:
                         "clips": args.clips,
                         "latency_steps": args.latency_steps, "latency_repeats": args.latency_repeats,
                         "guidance": args.guidance, "eta": args.eta, "seed": args.seed,
-                        "bidirectional_block": args.bidirectional_block, **options,
+                        "bidirectional_block": args.bidirectional_block, "freeze": args.freeze, **options,
                         "threads": torch.get_num_threads()}}
     if "latency" in args.parts:
         results["latency"] = latency(pipes[directed[0]], pipes[bidirectional[0]] if bidirectional else timed,
@@ -357,7 +366,8 @@ def main(argv: list[str] | None = None) -> dict:
     if "compiled" in args.parts:
         results["compiled"] = first_frame_compiled(pipes[directed[0]],
                                                    pipes[bidirectional[0]] if bidirectional else timed,
-                                                   args.latency_steps, args.guidance, args.eta, args.latency_repeats)
+                                                   args.latency_steps, args.guidance, args.eta, args.latency_repeats,
+                                                   args.freeze)
     if "quality" in args.parts:
         results["quality"] = {name: quality(pipes[name], classifier, args.clips, args.frames, args.steps,
                                             args.guidance, args.eta, args.seed,

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch._inductor import config as inductor_config
 from torchvision.utils import save_image
 
 from minimagic.__main__ import main
@@ -552,3 +553,19 @@ def test_bench_compiled_part_times_compiled_copies_beside_the_eager_models(monke
     ratio = part["bidirectional, compiled"]["first_frame_s"] / part["directed, cache, compiled"]["first_frame_s"]
     assert part["ratios"]["first_frame_bidirectional_over_cache, compiled"] == round(ratio, 2)
     assert "eager and compiled" in (tmp_path / "r.md").read_text() and "latency" not in results
+
+
+def test_bench_compiled_part_with_freeze_streams_with_frozen_weights(monkeypatch):
+    spec = importlib.util.spec_from_file_location("bench_streaming", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(TextToVideoPipeline, "compile", lambda pipe: pipe)  # compiling itself: tests/test_compile.py
+    freezing = []  # inductor's freezing flag in each round of streams, where the compiled copies compile and run
+    streams = bench.streams_in_turns
+    monkeypatch.setattr(bench, "streams_in_turns", lambda *args, **kwargs: freezing.append(
+        inductor_config.freezing) or streams(*args, **kwargs))
+    for freeze in (False, True):
+        freezing.clear()
+        results = bench.main(["--quick", "--parts", "compiled"] + ["--freeze"] * freeze)
+        assert freezing == [freeze] * 2 and results["meta"]["freeze"] is freeze  # warm-up and one timed round
+    assert not inductor_config.freezing  # the flag is set only inside the part
