@@ -16,9 +16,11 @@ Levers, each measured against eager mode with the others at their defaults:
   allocator on and off, one after the other in alternating order;
 - compile: minimagic/compilation.py (inductor, static shapes). The first steps compile: their excess over the
   steady-state step is reported as the compile time, apart from the steady-state rate;
-- channels-last: weights and inputs in torch.channels_last memory format.
+- channels-last: weights and inputs in torch.channels_last memory format;
+- bf16: the forward (and the loss) under torch.autocast with bfloat16 on the CPU, as `train STAGE --precision
+  bf16` runs it; CPUs with AVX512-BF16 or AMX multiply bfloat16 matrices faster than fp32 ones.
 
-Inside the allocator-on worker, eager, compiled and channels-last copies of the model take turns step by step
+Inside the allocator-on worker, eager, compiled, channels-last and bf16 copies of the model take turns step by step
 (in reversed order every other round), so load from other processes hits them alike. FLOPs per step are
 counted by torch.utils.flop_counter on one eager step (matmuls, convolutions, attention; not the
 elementwise work). The fp32 matmul peak is measured with the same threads at the start and the end of the
@@ -49,8 +51,8 @@ from minimagic import allocator, compilation  # noqa: E402
 from minimagic.distributed import StageLoss  # noqa: E402
 from minimagic.train import ema_update  # noqa: E402
 
-LEVERS = ("eager", "compile", "channels_last")
-QUICK_LEVERS = ("eager", "channels_last")  # --quick: compiling takes minutes (tests/test_compile.py checks it)
+LEVERS = ("eager", "compile", "channels_last", "bf16")
+QUICK_LEVERS = ("eager", "channels_last", "bf16")  # --quick: compiling takes minutes (tests/test_compile.py checks it)
 RECIPES = {  # the shipped checkpoints' recorded runs (docs/training.md): steps and batch size of each stage
     "vae": (800, 32), "t2i": (4000, 32), "t2v": (9250, 8), "videovae": (3500, 4), "interp": (13500, 8),
 }
@@ -116,7 +118,9 @@ def training_step(stage, batch_size: int, lever: str, ema_decay: float):
         batch = stage.batch(batch_size, generator)
         if lever == "channels_last":
             batch = {k: to_channels_last(v) for k, v in batch.items()}
-        loss_fn(batch, generator).backward()
+        with autocast(lever):
+            loss = loss_fn(batch, generator)
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -124,6 +128,11 @@ def training_step(stage, batch_size: int, lever: str, ema_decay: float):
             ema_update(ema, model, ema_decay, 1000)
 
     return step
+
+
+def autocast(lever: str):
+    """bfloat16 autocast on the CPU for the bf16 lever, else nothing."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=lever == "bf16")
 
 
 def to_channels_last(value):
@@ -144,7 +153,8 @@ def encoding_step(vae, clips, batch_size: int, lever: str):
     @torch.no_grad()
     def step() -> None:
         video = torch.stack([clips[next(index)]["video"] for _ in range(batch_size)])  # (B, F, C, H, W)
-        vae.encode_video(video)
+        with autocast(lever):
+            vae.encode_video(video)
 
     return step
 
@@ -165,7 +175,8 @@ def sampling_step(pipe, lever: str):
 
     @torch.no_grad()
     def step() -> None:
-        classifier_free_guidance(unet, torch.randn(shape), torch.tensor([500]), context, uncond, 4.0, fps=fps)
+        with autocast(lever):
+            classifier_free_guidance(unet, torch.randn(shape), torch.tensor([500]), context, uncond, 4.0, fps=fps)
 
     return step
 
@@ -327,7 +338,7 @@ def markdown(results: dict, chain_result: dict | None) -> str:
              f"after each part of the run): **{peak:.1f} GFLOP/s**"
              + (f"; 2 threads: {two:.1f} GFLOP/s" if two and threads != 2 else "") + ".", "",
              "| stage | per step | GFLOP per step | eager steps/s | GFLOP/s | of peak | allocator on/off | compile | "
-             "channels-last | compile time | load |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "channels-last | bf16 | compile time | load |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, row in results["stages"].items():
         on, r = row["on"], {k: "-" if v is None else f"{v:.2f}x" for k, v in ratios(row).items()}
         compile_s = f"{on['compile']['compile_s']:.0f} s" if "compile" in on else "-"
@@ -335,7 +346,7 @@ def markdown(results: dict, chain_result: dict | None) -> str:
             f"| {name} | {per_step(on)} | {on['gflop_per_step']:.1f} | "
             f"{on['eager']['steps_per_s']:.3f} | {on['eager']['gflop_per_s']:.1f} | "
             f"{on['eager']['gflop_per_s'] / peak:.0%} | {r['allocator']} | {r['compile']} | "
-            f"{r['channels_last']} | {compile_s} | {on['load_average']:.1f} |")
+            f"{r['channels_last']} | {r['bf16']} | {compile_s} | {on['load_average']:.1f} |")
     slowest = min(results["stages"], key=lambda n: results["stages"][n]["on"]["eager"]["gflop_per_s"])
     ops = ", ".join(f"{o['op']} {o['share']:.0%}" for o in results["stages"][slowest]["on"]["top_ops"])
     lines += ["", f"Self CPU time of one eager step of the slowest stage ({slowest}): {ops}."]

@@ -127,7 +127,7 @@ def test_the_stage_bench_quick_mode_runs(load_script, tmp_path):
     assert list(results["stages"]) == ["encode", "vae"] and (tmp_path / "s.json").is_file()
     for row in results["stages"].values():
         assert row["on"]["gflop_per_step"] > 0 and row["on"]["eager"]["steps_per_s"] > 0
-        assert bench.ratios(row)["channels_last"] > 0
+        assert bench.ratios(row)["channels_last"] > 0 and bench.ratios(row)["bf16"] > 0
     assert all(peak["gflop_per_s"] > 0 for peak in results["peak"])
     with pytest.raises(ValueError, match="unknown stages"):
         bench.main(["--quick", "--stages", "nosuch"])
