@@ -116,6 +116,18 @@ def test_a_non_finite_step_is_skipped_and_reported(tmp_path, capsys):
     assert any(not torch.equal(a, b) for a, b in zip(before, stage.model.parameters(), strict=True))
 
 
+def test_bf16_on_the_cpu_runs_the_forward_in_bfloat16_and_keeps_the_weights_in_fp32(tmp_path):
+    """`--precision bf16` on a CPU (bench/stages.py's bf16 lever): autocast, not bfloat16 weights."""
+    for precision, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
+        stage, outputs = Quadratic(), []
+        stage.model.register_forward_hook(lambda module, inputs, output, seen=outputs: seen.append(output.dtype))
+        before = stage.model.weight.detach().clone()
+        train(stage, TrainConfig(steps=2, batch_size=2, warmup=1, precision=precision, device="cpu"),
+              tmp_path / precision)
+        assert outputs and set(outputs) == {dtype}
+        assert stage.model.weight.dtype == torch.float32 and not torch.equal(stage.model.weight, before)
+
+
 def test_resume_refuses_missing_corrupt_or_different_state(tmp_path):
     cfg = TrainConfig(steps=2, batch_size=2, warmup=1, checkpoint_every=2)
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
