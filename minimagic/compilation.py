@@ -41,8 +41,8 @@ def is_compiled(module: nn.Module) -> bool:
 
 def frozen_weights():
     """Context in which inference graphs compile with the weights inlined as constants (inductor's `freezing`:
-    constant folding, and on a CPU weights prepacked for oneDNN), for the sampler's denoiser ~1.2x faster than a
-    plain compile (docs/results.md, streaming). Such a graph keeps the weights it was compiled with: use it on a
+    constant folding, and on a CPU weights prepacked for oneDNN), for the sampler's denoiser 1.1x-1.2x faster
+    than a plain compile (docs/results.md, streaming). Such a graph keeps the weights it was compiled with: use it on a
     loaded model that will not be trained or reloaded. Compiling happens at the first call of each shape, so
     make those calls (under torch.no_grad) inside the context."""
     from torch._inductor import config  # inductor's settings, imported only when asked for
