@@ -1,8 +1,6 @@
 """Streaming with directed attention: per-frame t, the KV cache, the streaming sampler and the continuation loss."""
 
-import importlib.util
 import signal
-from pathlib import Path
 
 import pytest
 import torch
@@ -28,7 +26,6 @@ from minimagic.video_unet import VideoUNet
 
 LATENT = (4, 8, 8)  # (c, h, w) of the tiny U-Net's latents
 PROMPTS = ["the digit one moves left", "the digit two moves up"]
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "streaming.py"
 
 
 def tiny_video_unet(num_frames: int = 4, temporal_attention: str = "directed", seed: int = 0) -> VideoUNet:
@@ -408,10 +405,8 @@ def test_cli_guidance_defaults_to_4_for_streamed_clips_only(tiny_pipeline, tmp_p
     assert seen == [7.5, 7.5, 4.0, 4.0, 6.0]
 
 
-def test_bench_quick_mode_fills_every_field(tmp_path):
-    spec = importlib.util.spec_from_file_location("bench_streaming", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+def test_bench_quick_mode_fills_every_field(load_script, tmp_path):
+    bench = load_script("bench/streaming.py")
     results = bench.main(["--quick", "--out", str(tmp_path / "r.json"), "--md", str(tmp_path / "r.md")])
     assert set(results["latency"]) == {"directed, cache", "directed, no cache", "bidirectional", "ratios"}
     assert all(row["first_frame_s"] > 0 for name, row in results["latency"].items() if name != "ratios")
@@ -425,10 +420,8 @@ def test_bench_quick_mode_fills_every_field(tmp_path):
 
 
 def test_bench_times_the_directed_weights_under_the_bidirectional_mask_when_no_bidirectional_model_is_given(
-        tmp_path):
-    spec = importlib.util.spec_from_file_location("bench_streaming", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+        load_script, tmp_path):
+    bench = load_script("bench/streaming.py")
     directed = bench.tiny_pipelines()[0]
     directed.save_pretrained(tmp_path / "run" / "d", command="test")
     masks, latency = [], bench.latency
@@ -445,10 +438,8 @@ def test_bench_times_the_directed_weights_under_the_bidirectional_mask_when_no_b
         bench.main(["--bidirectional", str(tmp_path / "run" / "d")])
 
 
-def test_bench_times_each_frame_when_it_is_decoded_not_when_its_block_is(monkeypatch):
-    spec = importlib.util.spec_from_file_location("bench_streaming", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+def test_bench_times_each_frame_when_it_is_decoded_not_when_its_block_is(load_script, monkeypatch):
+    bench = load_script("bench/streaming.py")
     decoded = []
 
     class Pipe:  # a stream of one 8-frame block, then single frames; decoding records what it is given
@@ -537,10 +528,8 @@ def test_the_shipped_continuation_model_streams_past_its_window():
     assert video.shape == (1, 10, 1, 64, 64) and video.isfinite().all()
 
 
-def test_bench_compiled_part_times_compiled_copies_beside_the_eager_models(monkeypatch, tmp_path):
-    spec = importlib.util.spec_from_file_location("bench_streaming", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+def test_bench_compiled_part_times_compiled_copies_beside_the_eager_models(load_script, monkeypatch, tmp_path):
+    bench = load_script("bench/streaming.py")
     compiled = []  # the pipelines compiled: a spy, since compiling itself is tested in tests/test_compile.py
     monkeypatch.setattr(TextToVideoPipeline, "compile", lambda pipe: compiled.append(pipe) or pipe)
     results = bench.main(["--quick", "--parts", "compiled", "--md", str(tmp_path / "r.md")])
@@ -555,10 +544,8 @@ def test_bench_compiled_part_times_compiled_copies_beside_the_eager_models(monke
     assert "eager and compiled" in (tmp_path / "r.md").read_text() and "latency" not in results
 
 
-def test_bench_compiled_part_with_freeze_streams_with_frozen_weights(monkeypatch):
-    spec = importlib.util.spec_from_file_location("bench_streaming", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+def test_bench_compiled_part_with_freeze_streams_with_frozen_weights(load_script, monkeypatch):
+    bench = load_script("bench/streaming.py")
     monkeypatch.setattr(TextToVideoPipeline, "compile", lambda pipe: pipe)  # compiling itself: tests/test_compile.py
     freezing = []  # inductor's freezing flag in each round of streams, where the compiled copies compile and run
     streams = bench.streams_in_turns
